@@ -1,0 +1,28 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.nnunet-ext-installed
+
+.PHONY: setup demo test test-fast clean
+
+$(STAMP): setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch/torchvision are pinned in setup.py; pip takes them from this machine's local wheel store
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/nnunet-ext demo
+
+# all tests, including the integration tests that run nnUNetv2_* commands (marked slow)
+test: setup
+	$(BIN)/python -m pytest tests
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow"
+
+clean:
+	rm -rf $(VENV) workspace *.egg-info .pytest_cache

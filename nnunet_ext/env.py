@@ -1,0 +1,61 @@
+"""``nnunet-ext env``: shell ``export`` lines that make plain ``nnUNetv2_*`` commands find nnunet-ext.
+
+Usage: ``eval "$(nnunet-ext env)"``. Paths default to a workspace folder (``--workspace``, else
+``$NNUNET_EXT_WORKSPACE``, else ``./workspace``); already-set ``nnUNet_raw``/``_preprocessed``/``_results`` win unless
+``--workspace`` is given explicitly. The CPU settings are the measured fast ones (shared/NNUNET_PLUGIN_NOTES.md):
+- ``nnUNet_n_proc_DA=1``: one augmentation worker; 0 would crash planning (``torch.set_num_threads(0)``). nnunet-ext
+  trainers switch to in-process augmentation themselves when ``nnUNet_ext_deterministic=1``.
+- ``nnUNet_def_n_proc=2``: sizes export/metric pools for 2 cores (default 8 made a fold 2x slower).
+- ``nnUNet_compile=0``: torch.compile on CPU made the predictor 2x slower.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+from pathlib import Path
+
+FAST_CPU_SETTINGS = {"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "2", "nnUNet_compile": "0"}
+
+
+def trainers_folder() -> Path:
+    """The folder ``nnUNet_extTrainer`` points at: thin modules that import our trainer classes."""
+    folder = Path(__file__).resolve().parent.parent / "trainers"
+    if not folder.is_dir():
+        raise RuntimeError(f"trainers folder not found at {folder}: install nnunet-ext editable (pip install -e .)")
+    return folder
+
+
+def planners_folder() -> Path:
+    return Path(__file__).resolve().parent.parent / "planners"
+
+
+def environment(workspace: str | os.PathLike | None = None, keep_existing: bool = True) -> dict[str, str]:
+    """The variables ``nnunet-ext env`` exports, as a dict (also used by tests and the demo)."""
+    ws = Path(workspace or os.environ.get("NNUNET_EXT_WORKSPACE") or "workspace").resolve()
+    env = {}
+    for var, sub in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
+                     ("nnUNet_results", "nnUNet_results")):
+        env[var] = os.environ[var] if keep_existing and os.environ.get(var) else str(ws / sub)
+    existing = os.environ.get("nnUNet_extTrainer", "") if keep_existing else ""
+    ours = str(trainers_folder())
+    parts = [p for p in existing.split(os.pathsep) if p and p != ours]
+    env["nnUNet_extTrainer"] = os.pathsep.join([ours] + parts)
+    for var, value in FAST_CPU_SETTINGS.items():
+        env[var] = os.environ[var] if keep_existing and os.environ.get(var) else value
+    return env
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workspace", default=None,
+                   help="folder holding nnUNet_raw/, nnUNet_preprocessed/, nnUNet_results/ (overrides those "
+                        "variables if set); default $NNUNET_EXT_WORKSPACE or ./workspace")
+
+
+def run(args: argparse.Namespace) -> int:
+    env = environment(args.workspace, keep_existing=args.workspace is None)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        Path(env[var]).mkdir(parents=True, exist_ok=True)
+    for var, value in env.items():
+        print(f"export {var}={shlex.quote(value)}")
+    return 0

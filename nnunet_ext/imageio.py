@@ -1,0 +1,42 @@
+"""Image reading/writing in nnU-Net's array convention: numpy arrays are (z, y, x), spacing is (z, y, x) in mm.
+
+SimpleITK stores spacing as (x, y, z); these helpers do the reversal in one place. 2D images are arrays of shape
+(y, x) with spacing (y, x).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nnunet_ext.errors import UserInputError
+
+
+def write_image(path: str | Path, array: np.ndarray, spacing: Sequence[float],
+                origin: Sequence[float] | None = None) -> None:
+    """Write ``array`` (z, y, x) or (y, x) with ``spacing`` in the same axis order."""
+    import SimpleITK as sitk
+
+    if len(spacing) != array.ndim:
+        raise ValueError(f"spacing {tuple(spacing)} does not match an array of {array.ndim} dimensions")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    img.SetSpacing([float(s) for s in reversed(spacing)])
+    if origin is not None:
+        img.SetOrigin([float(o) for o in reversed(origin)])
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Read an image as (array (z, y, x), spacing (z, y, x)); a missing or unreadable file is a UserInputError."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"missing file: {path}")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise UserInputError(f"cannot read image {path}: {first}") from None
+    return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))

@@ -1,0 +1,1 @@
+"""Deterministic, physically plausible phantoms written as nnU-Net raw datasets (``nnunet-ext synth``)."""

@@ -1,0 +1,136 @@
+"""Phantom registry and the writer that turns phantom cases into an nnU-Net raw dataset.
+
+Every phantom kind registers a :class:`PhantomKind`. Case ``i`` of a split is drawn from its own random stream
+``default_rng([seed, split, i])``, so a case does not change when the number of cases changes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from nnunet_ext.atomic import atomic_output_dir
+from nnunet_ext.errors import UserInputError
+from nnunet_ext.imageio import write_image
+
+FILE_ENDING = ".nii.gz"
+TRAIN, TEST = 0, 1
+
+
+@dataclass
+class PhantomCase:
+    """One synthetic case. Arrays are (z, y, x) for 3D or (y, x) for 2D; ``spacing`` uses the same axis order.
+
+    ``extras`` holds additional per-case arrays (e.g. a ground-truth deformation) written to
+    ``<dataset>/extras<Tr|Ts>/<case>_<key>.nii.gz`` (nnU-Net ignores that folder).
+    """
+
+    images: list[np.ndarray]
+    label: np.ndarray
+    spacing: tuple[float, ...]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class PhantomKind:
+    name: str                      # CLI name, e.g. "breast_dce"
+    dataset_name: str              # default nnU-Net dataset name suffix, e.g. "BreastDCE"
+    channel_names: dict[str, str]  # dataset.json channel_names
+    labels: dict[str, int]         # dataset.json labels
+    make_case: Callable[..., PhantomCase]  # make_case(rng, **options) -> PhantomCase
+    description: str
+    options: dict[str, object] = field(default_factory=dict)  # default options passed to make_case
+
+
+REGISTRY: dict[str, PhantomKind] = {}
+
+
+def register(kind: PhantomKind) -> PhantomKind:
+    REGISTRY[kind.name] = kind
+    return kind
+
+
+def case_rng(seed: int, split: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, split, index])
+
+
+def case_identifier(split: int, index: int) -> str:
+    return f"{'case' if split == TRAIN else 'test'}_{index:04d}"
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    if not 1 <= dataset_id <= 999:
+        raise UserInputError(f"dataset id must be in 1..999, got {dataset_id}")
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def existing_dataset_with_id(raw_root: Path, dataset_id: int) -> Path | None:
+    prefix = f"Dataset{dataset_id:03d}_"
+    if raw_root.is_dir():
+        for p in sorted(raw_root.iterdir()):
+            if p.name.startswith(prefix) and p.is_dir():
+                return p
+    return None
+
+
+def write_raw_dataset(raw_root: str | os.PathLike, dataset_id: int, dataset_name: str,
+                      channel_names: dict[str, str], labels: dict[str, int],
+                      train: Sequence[tuple[str, PhantomCase]], test: Sequence[tuple[str, PhantomCase]],
+                      overwrite: bool = False, channels: Sequence[int] | None = None,
+                      extra_json: dict | None = None) -> Path:
+    """Write an nnU-Net raw dataset atomically and return its folder.
+
+    Args:
+        channels: subset of image channels to write (e.g. ``[0]`` for a pre-contrast-only copy); default all.
+        extra_json: additional dataset.json keys (nnU-Net ignores unknown keys).
+    """
+    raw_root = Path(raw_root)
+    folder = raw_root / dataset_folder_name(dataset_id, dataset_name)
+    clash = existing_dataset_with_id(raw_root, dataset_id)
+    if clash is not None and not overwrite:
+        raise UserInputError(f"dataset id {dataset_id} already exists at {clash} (pass --overwrite to replace it)")
+    if clash is not None and clash != folder:
+        import shutil
+        shutil.rmtree(clash)
+    if not train:
+        raise UserInputError("a dataset needs at least one training case")
+    n_channels = len(train[0][1].images)
+    channels = list(range(n_channels)) if channels is None else list(channels)
+    with atomic_output_dir(folder, overwrite=True) as tmp:
+        for split_name, cases in (("Tr", train), ("Ts", test)):
+            (tmp / f"images{split_name}").mkdir()
+            (tmp / f"labels{split_name}").mkdir()
+            for identifier, case in cases:
+                for out_channel, c in enumerate(channels):
+                    write_image(tmp / f"images{split_name}" / f"{identifier}_{out_channel:04d}{FILE_ENDING}",
+                                case.images[c].astype(np.float32), case.spacing)
+                write_image(tmp / f"labels{split_name}" / f"{identifier}{FILE_ENDING}",
+                            case.label.astype(np.uint8), case.spacing)
+                for key, arr in case.extras.items():
+                    (tmp / f"extras{split_name}").mkdir(exist_ok=True)
+                    write_image(tmp / f"extras{split_name}" / f"{identifier}_{key}{FILE_ENDING}",
+                                np.asarray(arr, dtype=np.float32), case.spacing if arr.ndim == case.label.ndim
+                                else tuple(case.spacing) + (1.0,))
+        dataset_json = {
+            "channel_names": {str(i): channel_names[str(c)] for i, c in enumerate(channels)},
+            "labels": labels,
+            "numTraining": len(train),
+            "file_ending": FILE_ENDING,
+            "name": dataset_name,
+            "description": "synthetic phantom written by nnunet-ext synth (deterministic per seed)",
+            "reference": "nnunet-ext synthetic data",
+            "licence": "CC0 (synthetic)",
+        }
+        dataset_json.update(extra_json or {})
+        (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    return folder
+
+
+def generate_cases(kind: PhantomKind, n: int, split: int, seed: int,
+                   options: dict | None = None) -> list[tuple[str, PhantomCase]]:
+    opts = {**kind.options, **(options or {})}
+    return [(case_identifier(split, i), kind.make_case(case_rng(seed, split, i), **opts)) for i in range(n)]

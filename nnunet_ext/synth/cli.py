@@ -1,0 +1,103 @@
+"""``nnunet-ext synth KIND -d ID --cases N --seed S``: write a phantom as an nnU-Net raw dataset."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from pathlib import Path
+
+from nnunet_ext.errors import UserInputError
+from nnunet_ext.synth.base import (REGISTRY, TEST, TRAIN, existing_dataset_with_id, generate_cases,
+                                   write_raw_dataset)
+
+KIND_MODULES = {
+    "breast_dce": "nnunet_ext.synth.breast_dce",
+    "head_ct_ich": "nnunet_ext.synth.head_ct_ich",
+    "ultrasound_2d": "nnunet_ext.synth.ultrasound_2d",
+    "mammo_2d": "nnunet_ext.synth.mammo_2d",
+    "brain_pairs": "nnunet_ext.synth.brain_pairs",
+}
+
+
+def get_kind(name: str):
+    if name not in KIND_MODULES:
+        raise UserInputError(f"unknown synth kind '{name}' (choose from {', '.join(KIND_MODULES)})")
+    importlib.import_module(KIND_MODULES[name])
+    return REGISTRY[name]
+
+
+def raw_root_from(raw: str | None) -> Path:
+    raw = raw or os.environ.get("nnUNet_raw")
+    if not raw:
+        raise UserInputError("no output folder: set nnUNet_raw (eval \"$(nnunet-ext env)\") or pass --raw DIR")
+    return Path(raw)
+
+
+def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_cases: int = 2,
+               raw: str | None = None, overwrite: bool = False, name: str | None = None,
+               pre_only_id: int | None = None, labeled_cases: int | None = None,
+               options: dict | None = None) -> list[Path]:
+    """Python API behind the CLI; returns the written dataset folders."""
+    kind = get_kind(kind_name)
+    if cases < 1:
+        raise UserInputError(f"--cases must be >= 1, got {cases}")
+    if test_cases < 0:
+        raise UserInputError(f"--test_cases must be >= 0, got {test_cases}")
+    raw_root = raw_root_from(raw)
+    ids = [dataset_id] + ([pre_only_id] if pre_only_id is not None else [])
+    if pre_only_id is not None:
+        if "0" not in kind.channel_names or len(kind.channel_names) < 2:
+            raise UserInputError(f"--pre_only_id needs a multi-channel kind; '{kind_name}' has "
+                                 f"{len(kind.channel_names)} channel(s)")
+        if pre_only_id == dataset_id:
+            raise UserInputError("--pre_only_id must differ from -d")
+    if labeled_cases is not None and not 1 <= labeled_cases <= cases:
+        raise UserInputError(f"--labeled_cases must be in 1..{cases}, got {labeled_cases}")
+    for i in ids:  # refuse before writing anything
+        clash = existing_dataset_with_id(raw_root, i)
+        if clash is not None and not overwrite:
+            raise UserInputError(f"dataset id {i} already exists at {clash} (pass --overwrite to replace it)")
+
+    name = name or kind.dataset_name
+    train = generate_cases(kind, cases, TRAIN, seed, options)
+    test = generate_cases(kind, test_cases, TEST, seed, options)
+    written = []
+    dce_json = {"synth": {"kind": kind_name, "seed": seed, "cases": cases, "test_cases": test_cases}}
+    if pre_only_id is not None:
+        pre_name = f"{name}PreOnly"
+        dce_json["pre_only_dataset"] = f"Dataset{pre_only_id:03d}_{pre_name}"
+    written.append(write_raw_dataset(raw_root, dataset_id, name, kind.channel_names, kind.labels, train, test,
+                                     overwrite=overwrite, extra_json=dce_json))
+    if pre_only_id is not None:
+        k = labeled_cases or cases
+        written.append(write_raw_dataset(
+            raw_root, pre_only_id, pre_name, kind.channel_names, kind.labels, train[:k], test,
+            overwrite=overwrite, channels=[0],
+            extra_json={"paired_dce_dataset": written[0].name,
+                        "synth": {**dce_json["synth"], "labeled_cases": k, "channels": [0]}}))
+    return written
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", help=f"phantom kind: {', '.join(KIND_MODULES)}")
+    p.add_argument("-d", dest="dataset_id", type=int, required=True, help="nnU-Net dataset id (1..999)")
+    p.add_argument("--cases", type=int, default=8, help="number of training cases (imagesTr/labelsTr)")
+    p.add_argument("--test_cases", type=int, default=2, help="number of test cases (imagesTs/labelsTs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="dataset name suffix (default: per kind)")
+    p.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
+    p.add_argument("--pre_only_id", type=int, default=None,
+                   help="also write a copy with channel 0 only (pre-contrast) under this id, same case ids")
+    p.add_argument("--labeled_cases", type=int, default=None,
+                   help="with --pre_only_id: how many training cases the pre-only copy keeps (default all)")
+    p.add_argument("--shape", type=int, nargs="+", default=None, help="image shape (z y x, or y x for 2D kinds)")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {"shape": tuple(args.shape)} if args.shape else None
+    folders = synthesize(args.kind, args.dataset_id, args.cases, args.seed, args.test_cases, args.raw,
+                         args.overwrite, args.name, args.pre_only_id, args.labeled_cases, options)
+    for f in folders:
+        print(f"wrote {f}")
+    return 0

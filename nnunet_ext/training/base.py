@@ -1,0 +1,81 @@
+"""Shared behaviour of nnunet-ext trainers: seeding, an opt-in deterministic mode and CPU-sized schedules.
+
+Environment variables (read when the trainer is created, logged in the training log):
+
+| variable | effect |
+| --- | --- |
+| ``nnUNet_ext_seed`` | seed for python/numpy/torch (default 0); set before the network is built |
+| ``nnUNet_ext_deterministic=1`` | ``torch.use_deterministic_algorithms(True)`` and augmentation in the main process |
+| ``nnUNet_ext_epochs`` / ``nnUNet_ext_iters`` / ``nnUNet_ext_val_iters`` | override the schedule (benchmarks give every
+  model the same budget this way) |
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class ExtTrainerBase(nnUNetTrainer):
+    """Base of nnunet-ext trainers. Subclasses set the class attributes below instead of editing ``__init__``."""
+
+    num_epochs_default: int | None = None        # None: keep nnU-Net's 1000
+    iterations_per_epoch_default: int | None = None
+    val_iterations_default: int | None = None
+    initial_lr_default: float | None = None
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        schedule = {
+            "num_epochs": _env_int("nnUNet_ext_epochs") or self.num_epochs_default,
+            "num_iterations_per_epoch": _env_int("nnUNet_ext_iters") or self.iterations_per_epoch_default,
+            "num_val_iterations_per_epoch": _env_int("nnUNet_ext_val_iters") or self.val_iterations_default,
+            "initial_lr": self.initial_lr_default,
+        }
+        for attr, value in schedule.items():
+            if value is not None:
+                setattr(self, attr, value)
+        self.seed = _env_int("nnUNet_ext_seed") or 0
+        self.deterministic = os.environ.get("nnUNet_ext_deterministic", "0").lower() in ("1", "true", "t")
+        self.print_to_log_file(
+            f"nnunet-ext: seed={self.seed} deterministic={self.deterministic} epochs={self.num_epochs} "
+            f"iters={self.num_iterations_per_epoch} val_iters={self.num_val_iterations_per_epoch} "
+            f"lr={self.initial_lr}", also_print_to_console=False)
+
+    def initialize(self):
+        if not self.was_initialized:
+            # seed before the network is built so initial weights are reproducible
+            seed_everything(self.seed)
+            if self.deterministic:
+                torch.use_deterministic_algorithms(True)
+        super().initialize()
+
+    def get_dataloaders(self):
+        if not self.deterministic:
+            return super().get_dataloaders()
+        # in-process augmentation: background workers draw their own random seeds
+        previous = os.environ.get("nnUNet_n_proc_DA")
+        os.environ["nnUNet_n_proc_DA"] = "0"
+        try:
+            seed_everything(self.seed)
+            return super().get_dataloaders()
+        finally:
+            if previous is None:
+                os.environ.pop("nnUNet_n_proc_DA")
+            else:
+                os.environ["nnUNet_n_proc_DA"] = previous

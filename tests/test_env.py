@@ -1,0 +1,44 @@
+import os
+import subprocess
+import sys
+
+from nnunet_ext.env import FAST_CPU_SETTINGS, environment, trainers_folder
+
+
+def test_environment_points_at_trainers_and_workspace(tmp_path, monkeypatch):
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    env = environment(tmp_path, keep_existing=False)
+    assert env["nnUNet_raw"] == str(tmp_path.resolve() / "nnUNet_raw")
+    assert env["nnUNet_results"] == str(tmp_path.resolve() / "nnUNet_results")
+    assert env["nnUNet_extTrainer"].split(os.pathsep)[0] == str(trainers_folder())
+    for k, v in FAST_CPU_SETTINGS.items():
+        assert env[k] == v
+
+
+def test_existing_paths_win_unless_workspace_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_raw", "/data/raw")
+    monkeypatch.setenv("nnUNet_extTrainer", "/other/trainers")
+    env = environment(None, keep_existing=True)
+    assert env["nnUNet_raw"] == "/data/raw"
+    assert env["nnUNet_extTrainer"].split(os.pathsep) == [str(trainers_folder()), "/other/trainers"]
+    assert environment(tmp_path, keep_existing=False)["nnUNet_raw"].startswith(str(tmp_path.resolve()))
+
+
+def test_env_command_prints_evaluable_exports(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "env", "--workspace", str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    script = out + "\necho \"$nnUNet_results|$nnUNet_extTrainer|$nnUNet_compile\"\n"
+    echoed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    results, ext, compile_ = echoed.split("|")
+    assert results == str(tmp_path.resolve() / "nnUNet_results") and os.path.isdir(results)
+    assert ext == str(trainers_folder()) and compile_ == "0"
+
+
+def test_trainer_classes_are_found_by_nnunet_and_picklable(nnunet_env):
+    import pickle
+
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    cls = recursive_find_trainer_class_by_name("TinyTrainer")
+    assert cls.__module__ == "nnunet_ext.training.demo"
+    assert pickle.loads(pickle.dumps(cls)) is cls

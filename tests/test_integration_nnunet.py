@@ -1,0 +1,113 @@
+"""End to end through nnU-Net's real commands on a tiny breast_dce phantom, on CPU.
+
+nnUNetv2_plan_and_preprocess -> nnUNetv2_train -tr TinyTrainer (3d_fullres folds 0 and 1, 2d fold 0, run from an
+unrelated directory) -> nnUNetv2_predict (fold 0 and the 2-fold ensemble -f 0 1) -> nnunet-ext evaluate.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnunet_ext.imageio import read_image
+
+pytestmark = pytest.mark.slow
+DATASET_ID = 311
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _run(cmd, env, cwd):
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from nnunet_ext.env import environment
+    from nnunet_ext.synth.cli import synthesize
+
+    root = tmp_path_factory.mktemp("e2e")
+    elsewhere = tmp_path_factory.mktemp("somewhere_else")  # the commands must not depend on the cwd
+    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_seed": "1"}
+    (raw,) = synthesize("breast_dce", DATASET_ID, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
+                        options={"shape": (16, 48, 48)})
+    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1",
+          "-npfp", "1", "--verify_dataset_integrity"], env, elsewhere)
+    for config, fold in (("3d_fullres", 0), ("3d_fullres", 1), ("2d", 0)):
+        _run([_bin("nnUNetv2_train"), str(DATASET_ID), config, str(fold), "-tr", "TinyTrainer", "-device", "cpu"],
+             env, elsewhere)
+    return {"env": env, "raw": raw, "cwd": elsewhere, "root": root}
+
+
+def _predict(trained, config, folds, out):
+    _run([_bin("nnUNetv2_predict"), "-i", str(trained["raw"] / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID),
+          "-c", config, "-f", *folds, "-tr", "TinyTrainer", "-device", "cpu", "--disable_tta", "-npp", "1",
+          "-nps", "1"], trained["env"], trained["cwd"])
+    preds = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert preds == ["test_0000.nii.gz", "test_0001.nii.gz"]
+    for name in preds:
+        pred, spacing = read_image(out / name)
+        ref, ref_spacing = read_image(trained["raw"] / "labelsTs" / name)
+        assert pred.shape == ref.shape and np.allclose(spacing, ref_spacing)
+        assert set(np.unique(pred)) <= {0, 1}
+
+
+def test_training_wrote_nnunet_results(trained):
+    base = Path(trained["env"]["nnUNet_results"]) / f"Dataset{DATASET_ID:03d}_BreastDCE"
+    for config, fold in (("3d_fullres", 0), ("3d_fullres", 1), ("2d", 0)):
+        folder = base / f"TinyTrainer__nnUNetPlans__{config}" / f"fold_{fold}"
+        assert (folder / "checkpoint_final.pth").is_file()
+        assert (folder / "validation" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("config,folds", [("3d_fullres", ["0"]), ("3d_fullres", ["0", "1"]), ("2d", ["0"])])
+def test_predict_single_fold_and_ensemble(trained, tmp_path, config, folds):
+    _predict(trained, config, folds, tmp_path / "pred")
+
+
+def test_evaluate_predictions(trained, tmp_path):
+    _predict(trained, "3d_fullres", ["0"], tmp_path / "pred")
+    _run([_bin("nnunet-ext"), "evaluate", "-ref", str(trained["raw"] / "labelsTs"), "-pred", str(tmp_path / "pred")],
+         trained["env"], trained["cwd"])
+    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    assert {"Dice", "HD95", "ASD", "PPV", "SEN"} <= set(summary["mean"]["1"])
+
+
+def test_plan_with_our_planner_through_nnunet_api(trained):
+    _run([_bin("nnunet-ext"), "plan_and_preprocess", "-d", str(DATASET_ID), "-pl", "CPUPlanner", "--no_pp"],
+         trained["env"], trained["cwd"])
+    plans = json.loads((Path(trained["env"]["nnUNet_preprocessed"]) / f"Dataset{DATASET_ID:03d}_BreastDCE"
+                        / "nnUNetPlansCPU.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert arch["features_per_stage"][0] == 16 and max(arch["features_per_stage"]) <= 128
+    assert plans["configurations"]["3d_fullres"]["preprocessor_name"] == "DefaultPreprocessor"
+
+
+def test_unknown_planner_is_one_line_error(trained):
+    proc = subprocess.run([_bin("nnunet-ext"), "plan_and_preprocess", "-d", str(DATASET_ID), "-pl", "NoSuchPlanner",
+                           "--no_pp"], env=trained["env"], cwd=trained["cwd"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "planner 'NoSuchPlanner' not found" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_deterministic_option_gives_identical_weights(trained, tmp_path):
+    import torch
+
+    weights = []
+    for run in ("a", "b"):
+        env = {**trained["env"], "nnUNet_results": str(tmp_path / run), "nnUNet_ext_deterministic": "1",
+               "nnUNet_ext_epochs": "1", "nnUNet_ext_val_iters": "1"}
+        _run([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", "TinyTrainer", "-device", "cpu"],
+             env, trained["cwd"])
+        ckpt = next((tmp_path / run).rglob("checkpoint_final.pth"))
+        weights.append(torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"])
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k

@@ -1,0 +1,71 @@
+"""The synth command: one-line errors, nothing written on refusal, determinism across runs."""
+import json
+
+import numpy as np
+import pytest
+
+from nnunet_ext.cli import main
+from nnunet_ext.imageio import read_image
+
+TINY = ["--shape", "16", "40", "40"]
+
+
+def _one_line_error(capsys, code):
+    assert code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_unknown_kind(tmp_path, capsys):
+    err = _one_line_error(capsys, main(["synth", "lungs", "-d", "7", "--raw", str(tmp_path)]))
+    assert "unknown synth kind 'lungs'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zero_cases(tmp_path, capsys):
+    err = _one_line_error(capsys, main(["synth", "breast_dce", "-d", "7", "--cases", "0", "--raw", str(tmp_path)]))
+    assert "--cases must be >= 1" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_output_root(monkeypatch, capsys):
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    err = _one_line_error(capsys, main(["synth", "breast_dce", "-d", "7"]))
+    assert "nnUNet_raw" in err
+
+
+def test_existing_id_refused_unless_overwrite(tmp_path, capsys):
+    args = ["synth", "breast_dce", "-d", "7", "--cases", "1", "--test_cases", "0", "--raw", str(tmp_path), *TINY]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = sorted(p.name for p in (tmp_path / "Dataset007_BreastDCE" / "imagesTr").iterdir())
+    err = _one_line_error(capsys, main(args[:-4] + ["--name", "Other", *TINY]))
+    assert "dataset id 7 already exists" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset007_BreastDCE"]
+    assert main(args + ["--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "Dataset007_BreastDCE" / "imagesTr").iterdir()) == before
+
+
+def test_same_seed_same_files_and_pre_only_copy(tmp_path):
+    for root in ("a", "b"):
+        assert main(["synth", "breast_dce", "-d", "8", "--cases", "2", "--test_cases", "1", "--seed", "3",
+                     "--raw", str(tmp_path / root), "--pre_only_id", "9", "--labeled_cases", "1", *TINY]) == 0
+    a, _ = read_image(tmp_path / "a" / "Dataset008_BreastDCE" / "imagesTr" / "case_0001_0002.nii.gz")
+    b, _ = read_image(tmp_path / "b" / "Dataset008_BreastDCE" / "imagesTr" / "case_0001_0002.nii.gz")
+    np.testing.assert_array_equal(a, b)
+    pre_only = tmp_path / "a" / "Dataset009_BreastDCEPreOnly"
+    meta = json.loads((pre_only / "dataset.json").read_text())
+    assert meta["paired_dce_dataset"] == "Dataset008_BreastDCE" and meta["numTraining"] == 1
+    assert sorted(p.name for p in (pre_only / "imagesTr").iterdir()) == ["case_0000_0000.nii.gz"]
+    pre, _ = read_image(tmp_path / "a" / "Dataset008_BreastDCE" / "imagesTr" / "case_0000_0000.nii.gz")
+    copy, _ = read_image(pre_only / "imagesTr" / "case_0000_0000.nii.gz")
+    np.testing.assert_array_equal(pre, copy)
+
+
+@pytest.mark.parametrize("bad", [["--pre_only_id", "8"], ["--labeled_cases", "5"]])
+def test_bad_pre_only_options(tmp_path, capsys, bad):
+    code = main(["synth", "breast_dce", "-d", "8", "--cases", "2", "--raw", str(tmp_path), *TINY,
+                 *(["--pre_only_id", "9"] if bad[0] == "--labeled_cases" else []), *bad])
+    _one_line_error(capsys, code)
+    assert list(tmp_path.iterdir()) == []
