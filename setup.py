@@ -20,10 +20,12 @@ setup(
         "pydicom",
         "matplotlib",
         "tqdm",
+        # DKM's diffusion module wraps MONAI's DiffusionModelUNet; also the tests' surface-distance reference
+        "monai",
     ],
     extras_require={
         # MONAI is the independent reference for surface distances and DDPM schedules in the tests.
-        "test": ["pytest", "monai"],
+        "test": ["pytest"],
     },
     entry_points={"console_scripts": ["nnunet-ext=nnunet_ext.cli:main"]},
 )

@@ -1,0 +1,208 @@
+"""``nnunet-ext evaluate -ref DIR -pred DIR``: per-label metrics of a prediction folder against reference labels.
+
+Like ``nnUNetv2_evaluate_simple`` (same ``summary.json`` layout: ``metric_per_case``, ``mean``,
+``foreground_mean``), with PPV, SEN, HD95 and ASD (mm) added to every label and a per-case CSV. Files are paired by
+name; every reference needs a prediction, extra predictions are ignored. Metric conventions (surfaces, HD95, empty
+masks) are documented in :mod:`nnunet_ext.metrics.segmentation`.
+
+Means follow nnU-Net: ``mean[label][metric]`` is the NaN-ignoring mean over cases; ``foreground_mean[metric]`` is
+the plain mean of ``mean`` over the labels other than 0, so it is NaN when one label's mean is undefined.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nnunet_ext.atomic import atomic_output_file
+from nnunet_ext.errors import UserInputError
+from nnunet_ext.metrics.segmentation import METRIC_NAMES, compute_case_metrics, empty_label_metrics
+
+#: File endings read as label maps (SimpleITK picks the reader from the ending).
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+#: Largest relative difference per axis at which reference and prediction spacings count as equal.
+SPACING_RELATIVE_TOLERANCE = 1e-3
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-ref", required=True, help="folder of reference label maps")
+    parser.add_argument("-pred", required=True, help="folder of predicted label maps (same file names)")
+    parser.add_argument("-l", nargs="+", type=int, default=None, metavar="LABEL",
+                        help="labels to evaluate (default: every nonzero value found in the references)")
+    parser.add_argument("-o", default=None, metavar="JSON", help="summary file (default: PRED/summary.json)")
+    parser.add_argument("--csv", default=None, metavar="CSV",
+                        help="per-case table, one row per (case, label) (default: PRED/per_case.csv)")
+    parser.add_argument("-np", type=int, default=1, help="number of worker processes (default: 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = evaluate_folders(args.ref, args.pred, labels=args.l, output_json=args.o, output_csv=args.csv,
+                               num_processes=args.np)
+    output_json = args.o or str(Path(args.pred) / "summary.json")
+    print(f"evaluated {len(summary['metric_per_case'])} cases -> {output_json}")
+    for metric in ("Dice", "HD95", "ASD"):
+        print(f"  foreground mean {metric}: {summary['foreground_mean'][metric]:.4f}")
+    return 0
+
+
+def _image_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_ENDINGS))
+
+
+def _read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """Read a label map and check it holds non-negative integers; returns (array, spacing, its unique values)."""
+    from nnunet_ext.imageio import read_image
+
+    array, spacing = read_image(path)
+    if array.ndim != len(spacing):
+        raise UserInputError(f"{path}: has {array.shape[-1]} components per voxel; expected a single-channel "
+                             f"label map")
+    values = np.unique(array)
+    if np.issubdtype(values.dtype, np.floating):
+        bad = values[~np.isfinite(values) | (values != np.round(values))]
+        if bad.size:
+            raise UserInputError(f"{path}: label values must be integers, found {bad[0]!r}")
+    elif not np.issubdtype(values.dtype, np.integer) and values.dtype != bool:
+        raise UserInputError(f"{path}: label map has pixel type {values.dtype}; expected integers")
+    if values.size and values[0] < 0:
+        raise UserInputError(f"{path}: label values must be non-negative, found {values[0]!r}")
+    return array, spacing, values.astype(np.int64)
+
+
+def _rounded(spacing: Sequence[float]) -> tuple[float, ...]:
+    """Spacing for messages: NIfTI stores float32, so 0.7 reads back as 0.699999988."""
+    return tuple(float(f"{s:.6g}") for s in spacing)
+
+
+def _spacings_match(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(abs(x - y) <= SPACING_RELATIVE_TOLERANCE * max(abs(x), abs(y)) for x, y in zip(a, b))
+
+
+def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[int] | None) -> dict:
+    """Metrics of one (reference, prediction) pair; spacing of the reference is used for distances.
+
+    With ``labels=None`` every nonzero label of the reference or the prediction is evaluated, and the nonzero
+    reference labels are returned under ``"reference_labels"`` so the caller can pick the dataset's label set.
+    """
+    reference, reference_spacing, reference_values = _read_label_map(Path(reference_file))
+    prediction, prediction_spacing, prediction_values = _read_label_map(Path(prediction_file))
+    name = Path(prediction_file).name
+    if reference.shape != prediction.shape:
+        raise UserInputError(f"{name}: shape mismatch, reference {reference.shape} vs prediction "
+                             f"{prediction.shape}")
+    if not _spacings_match(reference_spacing, prediction_spacing):
+        raise UserInputError(f"{name}: spacing mismatch, reference {_rounded(reference_spacing)} vs prediction "
+                             f"{_rounded(prediction_spacing)}")
+    reference_labels = [int(v) for v in reference_values if v != 0]
+    if labels is None:
+        labels = sorted(set(reference_labels) | {int(v) for v in prediction_values if v != 0})
+    return {"reference_file": str(reference_file), "prediction_file": str(prediction_file),
+            "metrics": compute_case_metrics(reference, prediction, labels, reference_spacing),
+            "n_voxels": int(reference.size), "reference_labels": reference_labels}
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _summarize(cases: list[dict], labels: list[int]) -> dict:
+    """nnU-Net's summary layout with string label keys (as ``save_summary_json`` writes them)."""
+    metric_per_case = []
+    for case in cases:
+        # a label absent from both images of a case was skipped when labels were discovered per case
+        metrics = {str(label): case["metrics"][label] if label in case["metrics"]
+                   else empty_label_metrics(case["n_voxels"]) for label in labels}
+        metric_per_case.append({"reference_file": case["reference_file"],
+                                "prediction_file": case["prediction_file"], "metrics": metrics})
+    mean = {str(label): {m: _nanmean([float(c["metrics"][str(label)][m]) for c in metric_per_case])
+                         for m in METRIC_NAMES} for label in labels}
+    foreground = [mean[str(label)] for label in labels if label != 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # mean of no foreground label is NaN, on purpose
+        foreground_mean = {m: float(np.mean([per_label[m] for per_label in foreground])) for m in METRIC_NAMES}
+    return {"metric_per_case": metric_per_case, "mean": mean, "foreground_mean": foreground_mean}
+
+
+def _write_json(summary: dict, path: Path) -> None:
+    with atomic_output_file(path) as tmp:
+        # NaN is written as the NaN token, as nnU-Net's save_json does
+        tmp.write_text(json.dumps(summary, sort_keys=True, indent=4) + "\n")
+
+
+def _write_csv(summary: dict, path: Path) -> None:
+    with atomic_output_file(path) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["case", "label", *METRIC_NAMES])
+            for case in summary["metric_per_case"]:
+                for label, metrics in case["metrics"].items():
+                    writer.writerow([Path(case["prediction_file"]).name, label,
+                                     *(metrics[m] for m in METRIC_NAMES)])
+
+
+def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence[int] | None = None,
+                     output_json: str | Path | None = None, output_csv: str | Path | None = None,
+                     num_processes: int = 1) -> dict:
+    """Evaluate every reference in ``ref_dir`` against the same-named file in ``pred_dir``.
+
+    Args:
+        ref_dir: folder of reference label maps (``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha``, ``.png``).
+        pred_dir: folder of predictions with the same file names.
+        labels: labels to evaluate; default every nonzero value present in any reference.
+        output_json: summary path, default ``pred_dir/summary.json``.
+        output_csv: per-(case, label) table, default ``pred_dir/per_case.csv``.
+        num_processes: worker processes; 1 evaluates in this process.
+
+    Returns:
+        The summary as written to ``output_json``. Everything is computed and checked before anything is written,
+        so bad input (UserInputError) leaves no output behind.
+    """
+    ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
+    for role, folder in (("reference", ref_dir), ("prediction", pred_dir)):
+        if not folder.is_dir():
+            raise UserInputError(f"{role} folder not found: {folder}")
+    if num_processes < 1:
+        raise UserInputError(f"-np must be >= 1, got {num_processes}")
+    if labels is not None:
+        if not labels:
+            raise UserInputError("-l needs at least one label")
+        if min(labels) < 0:
+            raise UserInputError(f"labels must be non-negative, got {min(labels)}")
+        labels = sorted({int(label) for label in labels})
+    output_json = Path(output_json) if output_json is not None else pred_dir / "summary.json"
+    output_csv = Path(output_csv) if output_csv is not None else pred_dir / "per_case.csv"
+    if output_json.resolve() == output_csv.resolve():
+        raise UserInputError(f"summary and CSV outputs are the same file: {output_json}")
+
+    names = _image_files(ref_dir)
+    if not names:
+        raise UserInputError(f"no reference images ({', '.join(IMAGE_ENDINGS)}) in {ref_dir}")
+    for name in names:
+        if not (pred_dir / name).is_file():
+            raise UserInputError(f"reference {name} has no prediction in {pred_dir}")
+    jobs = [(str(ref_dir / name), str(pred_dir / name), labels) for name in names]
+    if num_processes > 1:
+        import multiprocessing
+
+        # spawn, as nnU-Net does: workers do not inherit locks or thread pools of the parent
+        with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
+            cases = pool.starmap(evaluate_case, jobs)
+    else:
+        cases = [evaluate_case(*job) for job in jobs]
+
+    if labels is None:
+        labels = sorted({label for case in cases for label in case["reference_labels"]})
+        if not labels:
+            raise UserInputError(f"the references in {ref_dir} hold no nonzero label; pass the labels with -l")
+    summary = _summarize(cases, labels)
+    _write_json(summary, output_json)
+    _write_csv(summary, output_csv)
+    return summary

@@ -1,0 +1,166 @@
+"""Tests of nnunet_ext.metrics.evaluate: the ``nnunet-ext evaluate`` command and ``evaluate_folders``."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nnunet_ext.cli import main
+from nnunet_ext.errors import UserInputError
+from nnunet_ext.imageio import write_image
+from nnunet_ext.metrics.evaluate import evaluate_folders
+from nnunet_ext.metrics.segmentation import METRIC_NAMES, compute_case_metrics
+
+SPACING = (2.5, 0.7, 0.7)
+SHAPE = (6, 12, 12)
+
+
+def _case_maps(seed):
+    """A reference with labels 1 and 2 and a perturbed prediction; case 2 has label 2 only as a false positive."""
+    rng = np.random.default_rng(seed)
+    reference = np.zeros(SHAPE, dtype=np.uint8)
+    z, y = rng.integers(1, 3), rng.integers(1, 4)
+    reference[z:z + 3, y:y + 5, 1:6] = 1
+    if seed != 2:
+        reference[1:5, 7:11, 6:11] = 2
+    prediction = np.roll(reference, shift=int(rng.integers(0, 2)), axis=2)
+    prediction[2:4, 8:10, 8:10] = 2
+    return reference, prediction
+
+
+@pytest.fixture
+def folders(tmp_path):
+    ref_dir, pred_dir = tmp_path / "labelsTs", tmp_path / "predictions"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    for seed in range(3):
+        reference, prediction = _case_maps(seed)
+        write_image(ref_dir / f"case_{seed:03d}.nii.gz", reference, SPACING)
+        write_image(pred_dir / f"case_{seed:03d}.nii.gz", prediction, SPACING)
+    return ref_dir, pred_dir
+
+
+def test_cli_writes_summary_and_csv(folders, capsys):
+    ref_dir, pred_dir = folders
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir)]) == 0
+    assert "foreground mean Dice" in capsys.readouterr().out
+    summary = json.loads((pred_dir / "summary.json").read_text())
+    assert set(summary) == {"metric_per_case", "mean", "foreground_mean"}
+    assert len(summary["metric_per_case"]) == 3 and set(summary["mean"]) == {"1", "2"}
+
+    for seed, case in enumerate(summary["metric_per_case"]):
+        assert case["reference_file"].endswith(f"case_{seed:03d}.nii.gz")
+        expected = compute_case_metrics(*_case_maps(seed), [1, 2], SPACING)
+        for label in (1, 2):
+            for name in METRIC_NAMES:
+                assert case["metrics"][str(label)][name] == pytest.approx(expected[label][name], nan_ok=True)
+    # case 2 has no label 2 in its reference: the predicted label 2 is all false positive
+    assert summary["metric_per_case"][2]["metrics"]["2"]["Dice"] == 0.0
+    assert math.isnan(summary["metric_per_case"][2]["metrics"]["2"]["SEN"])
+
+    dice_label_2 = [c["metrics"]["2"]["Dice"] for c in summary["metric_per_case"]]
+    assert summary["mean"]["2"]["Dice"] == pytest.approx(np.mean(dice_label_2))
+    assert math.isfinite(summary["mean"]["2"]["SEN"])  # nanmean skips the NaN of case 2
+    assert summary["foreground_mean"]["HD95"] == pytest.approx(
+        (summary["mean"]["1"]["HD95"] + summary["mean"]["2"]["HD95"]) / 2)
+
+    with open(pred_dir / "per_case.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 and list(rows[0]) == ["case", "label", *METRIC_NAMES]
+    assert rows[0]["case"] == "case_000.nii.gz" and rows[0]["label"] == "1"
+    assert float(rows[1]["ASD"]) == pytest.approx(summary["metric_per_case"][0]["metrics"]["2"]["ASD"])
+
+
+def test_api_with_labels_outputs_and_workers(folders, tmp_path):
+    ref_dir, pred_dir = folders
+    serial = evaluate_folders(ref_dir, pred_dir, labels=[2, 1, 2], output_json=tmp_path / "out" / "s.json",
+                              output_csv=tmp_path / "out" / "c.csv")
+    parallel = evaluate_folders(ref_dir, pred_dir, labels=[1], output_json=tmp_path / "p.json",
+                                output_csv=tmp_path / "p.csv", num_processes=2)
+    assert (tmp_path / "out" / "s.json").is_file() and (tmp_path / "out" / "c.csv").is_file()
+    assert not (pred_dir / "summary.json").exists()
+    assert list(serial["mean"]) == ["1", "2"] and list(parallel["mean"]) == ["1"]
+    assert parallel["mean"]["1"] == pytest.approx(serial["mean"]["1"], nan_ok=True)
+
+
+def test_png_pairs_are_evaluated_in_2d(tmp_path):
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    reference = np.zeros((10, 12), dtype=np.uint8)
+    reference[2:6, 3:9] = 1
+    write_image(ref_dir / "a.png", reference, (1.0, 1.0))
+    write_image(pred_dir / "a.png", np.roll(reference, 1, axis=0), (1.0, 1.0))
+    summary = evaluate_folders(ref_dir, pred_dir)
+    assert summary["mean"]["1"]["Dice"] == pytest.approx(2 * 18 / 48)
+    assert summary["mean"]["1"]["HD95"] == pytest.approx(1.0)
+
+
+def _delete_prediction(ref_dir, pred_dir):
+    (pred_dir / "case_001.nii.gz").unlink()
+
+
+def _write_prediction(array, spacing=SPACING):
+    def mutate(ref_dir, pred_dir):
+        write_image(pred_dir / "case_001.nii.gz", array, spacing)
+    return mutate
+
+
+def _empty_references(ref_dir, pred_dir):
+    for path in ref_dir.iterdir():
+        path.unlink()
+
+
+def _background_only_references(ref_dir, pred_dir):
+    for path in ref_dir.iterdir():
+        write_image(path, np.zeros(SHAPE, dtype=np.uint8), SPACING)
+
+
+FOLDERS = ["-ref", "{ref}", "-pred", "{pred}"]
+
+# (folder change, CLI arguments, words the one-line message must contain)
+ERROR_CASES = {
+    "missing_ref_folder": (None, ["-ref", "{tmp}/nope", "-pred", "{pred}"], ["reference folder not found", "nope"]),
+    "missing_pred_folder": (None, ["-ref", "{ref}", "-pred", "{tmp}/nope"], ["prediction folder not found", "nope"]),
+    "missing_prediction": (_delete_prediction, FOLDERS, ["case_001.nii.gz", "no prediction"]),
+    "shape_mismatch": (_write_prediction(np.zeros((6, 12, 11), dtype=np.uint8)), FOLDERS,
+                       ["case_001.nii.gz", "shape", "(6, 12, 12)", "(6, 12, 11)"]),
+    "spacing_mismatch": (_write_prediction(np.zeros(SHAPE, dtype=np.uint8), (2.5, 0.7, 0.72)), FOLDERS,
+                         ["case_001.nii.gz", "spacing", "(2.5, 0.7, 0.7)", "0.72"]),
+    "non_integer_label": (_write_prediction(np.full(SHAPE, 1.5, dtype=np.float32)), FOLDERS,
+                          ["case_001.nii.gz", "integers", "1.5"]),
+    "negative_label": (_write_prediction(np.full(SHAPE, -1, dtype=np.int16)), FOLDERS,
+                       ["case_001.nii.gz", "non-negative", "-1"]),
+    "negative_label_option": (None, FOLDERS + ["-l", "1", "-3"], ["non-negative", "-3"]),
+    "no_files": (_empty_references, FOLDERS, ["no reference images"]),
+    "no_foreground_labels": (_background_only_references, FOLDERS, ["no nonzero label", "-l"]),
+}
+
+
+@pytest.mark.parametrize("mutate, argv, words", ERROR_CASES.values(), ids=ERROR_CASES.keys())
+def test_bad_input_exits_with_one_line_and_writes_nothing(folders, tmp_path, capsys, mutate, argv, words):
+    ref_dir, pred_dir = folders
+    if mutate is not None:
+        mutate(ref_dir, pred_dir)
+    before = sorted(p.name for p in pred_dir.iterdir())
+
+    assert main(["evaluate", *[a.format(ref=ref_dir, pred=pred_dir, tmp=tmp_path) for a in argv]]) != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nnunet-ext evaluate: error:")
+    for word in words:
+        assert word in lines[0]
+    assert sorted(p.name for p in pred_dir.iterdir()) == before  # no summary, no CSV, no temporary file
+
+
+def test_spacing_within_tolerance_is_accepted(folders):
+    ref_dir, pred_dir = folders
+    reference, prediction = _case_maps(1)
+    write_image(pred_dir / "case_001.nii.gz", prediction, (2.5, 0.7, 0.7 * (1 + 1e-4)))
+    assert evaluate_folders(ref_dir, pred_dir)["mean"]["1"]["Dice"] > 0.5
+
+
+def test_same_path_for_both_outputs_is_refused(folders):
+    ref_dir, pred_dir = folders
+    with pytest.raises(UserInputError, match="same file"):
+        evaluate_folders(ref_dir, pred_dir, output_json=pred_dir / "x", output_csv=pred_dir / "x")
