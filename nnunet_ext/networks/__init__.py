@@ -1,0 +1,1 @@
+"""Network architectures of the methods in nnunet-ext (one module per method)."""
