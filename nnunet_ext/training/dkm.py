@@ -1,0 +1,328 @@
+"""DKM (Lv et al., "Diffusion Kinetic Model for Breast Cancer Segmentation in Incomplete DCE-MRI", MICCAI 2023)
+as nnU-Net trainers. Two-step training (Sect. 2.3):
+
+1. ``DKMDiffusionTrainer`` trains the diffusion module (DM) on a DCE dataset (channel 0 pre-contrast x_0, the last
+   channel the late post-contrast x_k; labels unused): x_t = q_sample(x_0, t, eps) (Eq. 4) and eps_theta(x_t, t) is
+   regressed onto eps_k = (x_t - sqrt(abar_t) x_k) / sqrt(1 - abar_t) (our reading of Eq. 6: the noise that relates
+   x_t to x_k, so the reverse process lands on the post-contrast image). No intensity or spatial augmentation: the
+   pre -> post intensity relation is the signal, and the paper trains without augmentation (Sect. 3).
+2. ``DKMTrainer`` trains the segmentation module (SM) on the pre-contrast-only dataset with the pretrained DM frozen
+   inside the network (its weights are part of the SM checkpoint, so ``nnUNetv2_predict -tr DKMTrainer`` needs
+   nothing else). Loss Eq. 7: CE + Dice + 0.5 (1 - SSIM), Adam with weight decay 1e-6 (Sect. 3).
+
+Where the SM finds the DM weights (training only), in this order:
+- ``nnUNet_ext_dkm_dm_checkpoint=/path/checkpoint_final.pth`` if set;
+- else ``$nnUNet_results/<DCE dataset>/<DM trainer>__<plans>__<configuration>/fold_<F>/checkpoint_final.pth`` where
+  <DCE dataset> is the ``paired_dce_dataset`` key of the pre-only dataset's dataset.json (written by
+  ``nnunet-ext synth --pre_only_id`` and the converters), <DM trainer> the class's ``dm_trainer`` and F
+  ``nnUNet_ext_dkm_dm_fold`` (default ``all``: the DM is trained on every DCE case, ``nnUNetv2_train ID CONF all``).
+
+Variants (stable names, stored in checkpoints): paper widths (DM 128-256-256-256, SM 128-256-512-1024) are the
+defaults; ``_small`` variants use CPU-sized widths and a learning rate raised for short schedules. Ablation (Table 2):
+``DKMTrainer_small_f<stages>`` fuse other kinetic-code subsets; ``DKMTrainerNoCode*`` is the baseline without
+kinetic code (Fig. 4).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import nn
+
+from nnunet_ext.diffusion import LinearDiffusionSchedule
+from nnunet_ext.losses.ssim import SSIMLoss, global_ssim
+from nnunet_ext.networks.dkm import DiffusionUNet, DKMSegmentationNet
+from nnunet_ext.training.base import ExtTrainerBase
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context()
+
+
+class _NoAugmentation:
+    """Mixin: nnU-Net's validation transforms for training and no test-time mirroring (Sect. 3: no augmentation)."""
+
+    @staticmethod
+    def get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm=None, is_cascaded=False,
+                                foreground_labels=None, regions=None, ignore_label=None):
+        return nnUNetTrainer.get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels,
+                                                       regions, ignore_label)
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, _, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, self.configuration_manager.patch_size, None
+
+
+def synthesize_volume(dm: nn.Module, schedule: LinearDiffusionSchedule, pre: torch.Tensor,
+                      patch_size: Sequence[int], timesteps: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Post-contrast estimate of a whole pre-contrast volume (1, 1, *spatial) by Gaussian-weighted sliding windows
+    of the DM's one-step synthesis (:meth:`LinearDiffusionSchedule.synthesize_post`)."""
+    from monai.inferers import sliding_window_inference
+
+    def window(x: torch.Tensor) -> torch.Tensor:
+        return schedule.synthesize_post(dm, x, timesteps, seed=seed)
+
+    roi = [min(p, s) for p, s in zip(patch_size, pre.shape[2:])]
+    with torch.no_grad():
+        return sliding_window_inference(pre, roi, 1, window, overlap=0.5, mode="gaussian")
+
+
+def image_similarity(estimate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """PSNR and SSIM (skimage, data range of the reference) of a synthesized image."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    data_range = float(reference.max() - reference.min()) or 1.0
+    small_axis = min(reference.shape)
+    win = min(7, small_axis if small_axis % 2 else small_axis - 1)
+    return {"PSNR": float(peak_signal_noise_ratio(reference, estimate, data_range=data_range)),
+            "SSIM": float(structural_similarity(reference, estimate, data_range=data_range, win_size=win))}
+
+
+class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
+    """DKM step 1: the diffusion module on a DCE dataset (Sect. 2.1, Eq. 4 and 6)."""
+
+    dm_widths: tuple[int, ...] = (128, 256, 256, 256)  # Sect. 3, following DDPM
+    dm_num_res_blocks = 2
+    post_channel = -1          # x_k: the late post-contrast phase
+    validation_timesteps = (50, 100, 200)
+    initial_lr_default = 2e-4  # DDPM's Adam learning rate
+    min_snr_gamma: float | None = 5.0  # loss weighting, see LinearDiffusionSchedule.min_snr_weight; None: plain Eq. 6
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+        self.schedule = LinearDiffusionSchedule().to(self.device)
+
+    @classmethod
+    def build_dm(cls, spatial_dims: int) -> DiffusionUNet:
+        return DiffusionUNet(spatial_dims=spatial_dims, widths=cls.dm_widths, num_res_blocks=cls.dm_num_res_blocks)
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True) -> nn.Module:
+        return cls.build_dm(len(configuration_manager.patch_size))
+
+    def initialize(self):
+        if not self.was_initialized:
+            channels = len(self.dataset_json["channel_names"])
+            if channels < 2:
+                raise RuntimeError(f"{self.__class__.__name__} needs a DCE dataset (channel 0 pre-contrast, then "
+                                   f"post-contrast channels); {self.plans_manager.dataset_name} has {channels} channel")
+        super().initialize()
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # the DM has a single output
+
+    def _build_loss(self):
+        return nn.MSELoss(reduction="none")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def _pre_post(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        data = batch["data"].to(self.device, non_blocking=True)
+        return data[:, [0]], data[:, [self.post_channel]]
+
+    def _diffusion_loss(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        t = torch.randint(0, self.schedule.num_timesteps, (pre.shape[0],), device=self.device)
+        x_t = self.schedule.q_sample(pre, t, torch.randn_like(pre))                     # Eq. 4
+        target = self.schedule.kinetic_noise_target(x_t, post, t)                      # Eq. 6 (eps_k)
+        squared_error = self.loss(self.network(x_t, t), target)
+        if self.min_snr_gamma is not None:
+            squared_error = squared_error * self.schedule.min_snr_weight(t, x_t, self.min_snr_gamma)
+        return squared_error.mean()
+
+    def train_step(self, batch: dict) -> dict:
+        pre, post = self._pre_post(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.device):
+            loss = self._diffusion_loss(pre, post)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        pre, post = self._pre_post(batch)
+        with torch.no_grad(), _autocast(self.device):
+            loss = self._diffusion_loss(pre, post)
+            estimate = self.schedule.synthesize_post(self.network, pre, self.validation_timesteps)
+            # SSIM of standardized patches: comparable across epochs whatever the intensity scale
+            ssim = global_ssim(estimate, post, data_range=float(post.max() - post.min()) or 1.0)
+        return {"loss": loss.detach().cpu().numpy(), "ssim": ssim.mean().cpu().numpy()}
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]):
+        loss = float(np.mean([o["loss"] for o in val_outputs]))
+        ssim = float(np.mean([o["ssim"] for o in val_outputs]))
+        # nnU-Net's progress plot and best-checkpoint logic read 'mean_fg_dice': for the DM it holds the validation
+        # SSIM of the synthesized post-contrast patch
+        self.logger.log("mean_fg_dice", ssim, self.current_epoch)
+        self.logger.log("dice_per_class_or_region", [ssim], self.current_epoch)
+        self.logger.log("val_losses", loss, self.current_epoch)
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """Synthesize the post-contrast image of every validation case (preprocessed space) and write PSNR/SSIM."""
+        self.network.eval()
+        _, val_keys = self.do_split()
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
+        per_case = {}
+        for key in val_keys:
+            data, _, _, _ = dataset.load_case(key)
+            volume = torch.from_numpy(np.asarray(data, dtype=np.float32)).to(self.device)
+            estimate = synthesize_volume(self.network, self.schedule, volume[None, :1],
+                                         self.configuration_manager.patch_size, self.validation_timesteps)
+            reference = volume[self.post_channel].cpu().numpy()
+            per_case[key] = image_similarity(estimate[0, 0].cpu().numpy(), reference)
+        mean = {m: float(np.mean([c[m] for c in per_case.values()])) for m in ("PSNR", "SSIM")}
+        folder = Path(self.output_folder) / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps({"post_synthesis_mean": mean, "per_case": per_case},
+                                                        indent=2))
+        self.print_to_log_file(f"post-contrast synthesis on {len(per_case)} validation cases: {mean}")
+
+
+class DKMDiffusionTrainer_small(DKMDiffusionTrainer):
+    """CPU-sized DM: widths 16-32-32-32, one residual block per stage, Adam 1e-3 for short schedules."""
+
+    dm_widths = (16, 32, 32, 32)
+    dm_num_res_blocks = 1
+    initial_lr_default = 1e-3
+
+
+class DKMTrainer(ExtTrainerBase):
+    """DKM step 2: the segmentation module with the frozen DM's kinetic code f3 + f4 (Sect. 2.2, Eq. 5 and 7)."""
+
+    dm_trainer: type[DKMDiffusionTrainer] | None = DKMDiffusionTrainer
+    sm_widths: tuple[int, ...] = (128, 256, 512, 1024)  # Sect. 3
+    code_stages: tuple[int, ...] = (3, 4)                # Table 2: best subset
+    ssim_weight = 0.5                                    # lambda of Eq. 7
+    initial_lr_default = 2e-5                            # Sect. 3: Adam, lr 2e-5, weight decay 1e-6
+    weight_decay_adam = 1e-6
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False  # the SM has a single output (Fig. 2(b))
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True) -> nn.Module:
+        spatial_dims = len(configuration_manager.patch_size)
+        use_code = cls.dm_trainer is not None and len(cls.code_stages) > 0
+        return DKMSegmentationNet(num_input_channels, num_output_channels, widths=cls.sm_widths,
+                                  dm=cls.dm_trainer.build_dm(spatial_dims) if use_code else None,
+                                  code_stages=cls.code_stages if use_code else (), spatial_dims=spatial_dims,
+                                  deep_supervision=enable_deep_supervision)
+
+    def dm_checkpoint_path(self) -> Path:
+        explicit = os.environ.get("nnUNet_ext_dkm_dm_checkpoint")
+        if explicit:
+            return Path(explicit)
+        paired = self.dataset_json.get("paired_dce_dataset")
+        if not paired:
+            raise RuntimeError(f"{self.__class__.__name__}: set nnUNet_ext_dkm_dm_checkpoint to the diffusion module's "
+                               "checkpoint, or add 'paired_dce_dataset' to the dataset.json of "
+                               f"{self.plans_manager.dataset_name}")
+        fold = os.environ.get("nnUNet_ext_dkm_dm_fold", "all")
+        from nnunetv2.paths import nnUNet_results
+        return (Path(nnUNet_results) / paired / f"{self.dm_trainer.__name__}__{self.plans_manager.plans_name}__"
+                f"{self.configuration_name}" / f"fold_{fold}" / "checkpoint_final.pth")
+
+    def initialize(self):
+        was_initialized = self.was_initialized
+        super().initialize()
+        if was_initialized or self.network.dm is None:
+            return
+        path = self.dm_checkpoint_path()
+        if not path.is_file():
+            raise RuntimeError(f"{self.__class__.__name__}: diffusion module checkpoint not found: {path} (train it "
+                               f"with nnUNetv2_train <DCE dataset> {self.configuration_name} all -tr "
+                               f"{self.dm_trainer.__name__}, or set nnUNet_ext_dkm_dm_checkpoint)")
+        checkpoint = torch.load(path, map_location=self.device, weights_only=False)
+        if checkpoint.get("trainer_name") not in (None, self.dm_trainer.__name__):
+            raise RuntimeError(f"{path} was written by {checkpoint.get('trainer_name')}, expected "
+                               f"{self.dm_trainer.__name__}")
+        self.network.load_dm_state(checkpoint["network_weights"])
+        self.print_to_log_file(f"DKM: loaded the frozen diffusion module from {path}")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.network.trainable_parameters(), lr=self.initial_lr,
+                                     weight_decay=self.weight_decay_adam)
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def _build_loss(self):
+        segmentation = DC_and_CE_loss({"batch_dice": self.configuration_manager.batch_dice, "smooth": 1e-5,
+                                       "do_bg": False, "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1,
+                                      ignore_label=self.label_manager.ignore_label,
+                                      dice_class=MemoryEfficientSoftDiceLoss)
+        return DKMLoss(segmentation, SSIMLoss(ignore_label=self.label_manager.ignore_label), self.ssim_weight)
+
+
+class DKMLoss(nn.Module):
+    """Eq. 7: L_SM = L_CE(S, G) + L_Dice(S, G) + lambda (1 - SSIM(S, G))."""
+
+    def __init__(self, segmentation: nn.Module, ssim: nn.Module, ssim_weight: float):
+        super().__init__()
+        self.segmentation, self.ssim, self.ssim_weight = segmentation, ssim, ssim_weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.segmentation(logits, target) + self.ssim_weight * self.ssim(logits, target)
+
+
+class DKMTrainerNoCode(DKMTrainer):
+    """Ablation: the same SM without kinetic code (the "baseline" of Fig. 4)."""
+
+    dm_trainer = None
+    code_stages = ()
+
+
+class DKMTrainer_small(DKMTrainer):
+    """CPU-sized DKM: SM widths 16-32-64-128 on the ``DKMDiffusionTrainer_small`` DM, Adam 1e-3 for short
+    schedules (the paper's 2e-5 is meant for 500 epochs)."""
+
+    dm_trainer = DKMDiffusionTrainer_small
+    sm_widths = (16, 32, 64, 128)
+    initial_lr_default = 1e-3
+
+
+class DKMTrainerNoCode_small(DKMTrainer_small):
+    dm_trainer = None
+    code_stages = ()
+
+
+# Table 2 ablation on the CPU-sized model: the kinetic-code stages fused into the SM
+class DKMTrainer_small_f1(DKMTrainer_small):
+    code_stages = (1,)
+
+
+class DKMTrainer_small_f2(DKMTrainer_small):
+    code_stages = (2,)
+
+
+class DKMTrainer_small_f3(DKMTrainer_small):
+    code_stages = (3,)
+
+
+class DKMTrainer_small_f4(DKMTrainer_small):
+    code_stages = (4,)
+
+
+class DKMTrainer_small_f2f4(DKMTrainer_small):
+    code_stages = (2, 4)
+
+
+class DKMTrainer_small_f1f2f3f4(DKMTrainer_small):
+    code_stages = (1, 2, 3, 4)
