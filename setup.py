@@ -6,7 +6,7 @@ setup(
     description="nnU-Net v2 plugins: published segmentation/registration methods as nnU-Net trainers, "
                 "planners, phantoms and dataset converters",
     python_requires=">=3.10",
-    packages=find_packages(include=["nnunet_ext", "nnunet_ext.*"]),
+    packages=find_packages(include=["nnunet_ext", "nnunet_ext.*", "datasets_conversion"]),
     install_requires=[
         "nnunetv2==2.8.1",
         "torch==2.14.1",

@@ -14,13 +14,17 @@ from nnunet_ext.errors import UserInputError
 
 
 def write_image(path: str | Path, array: np.ndarray, spacing: Sequence[float],
-                origin: Sequence[float] | None = None) -> None:
-    """Write ``array`` (z, y, x) or (y, x) with ``spacing`` in the same axis order."""
+                origin: Sequence[float] | None = None, is_vector: bool = False) -> None:
+    """Write ``array`` (z, y, x) or (y, x) with ``spacing`` in the same axis order.
+
+    ``is_vector``: the last axis holds vector components (e.g. a (z, y, x, 3) displacement field).
+    """
     import SimpleITK as sitk
 
-    if len(spacing) != array.ndim:
-        raise ValueError(f"spacing {tuple(spacing)} does not match an array of {array.ndim} dimensions")
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    spatial_ndim = array.ndim - 1 if is_vector else array.ndim
+    if len(spacing) != spatial_ndim:
+        raise ValueError(f"spacing {tuple(spacing)} does not match an array of {spatial_ndim} spatial dimensions")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=is_vector)
     img.SetSpacing([float(s) for s in reversed(spacing)])
     if origin is not None:
         img.SetOrigin([float(o) for o in reversed(origin)])

@@ -44,6 +44,11 @@ class PhantomKind:
     make_case: Callable[..., PhantomCase]  # make_case(rng, **options) -> PhantomCase
     description: str
     options: dict[str, object] = field(default_factory=dict)  # default options passed to make_case
+    # labels that depend on the options (e.g. the ultrasound scene); None: ``labels`` always
+    labels_for: Callable[[dict], dict[str, int]] | None = None
+
+    def labels_with(self, options: dict | None) -> dict[str, int]:
+        return self.labels_for({**self.options, **(options or {})}) if self.labels_for else self.labels
 
 
 REGISTRY: dict[str, PhantomKind] = {}
@@ -112,9 +117,12 @@ def write_raw_dataset(raw_root: str | os.PathLike, dataset_id: int, dataset_name
                             case.label.astype(np.uint8), case.spacing)
                 for key, arr in case.extras.items():
                     (tmp / f"extras{split_name}").mkdir(exist_ok=True)
-                    write_image(tmp / f"extras{split_name}" / f"{identifier}_{key}{FILE_ENDING}",
-                                np.asarray(arr, dtype=np.float32), case.spacing if arr.ndim == case.label.ndim
-                                else tuple(case.spacing) + (1.0,))
+                    arr = np.asarray(arr)
+                    # integer maps (e.g. a moving label) stay integer; fields are float32
+                    arr = arr.astype(np.uint8 if arr.dtype.kind in "iub" and arr.max(initial=0) < 256 else
+                                     np.float32)
+                    write_image(tmp / f"extras{split_name}" / f"{identifier}_{key}{FILE_ENDING}", arr, case.spacing,
+                                is_vector=arr.ndim == case.label.ndim + 1)
         dataset_json = {
             "channel_names": {str(i): channel_names[str(c)] for i, c in enumerate(channels)},
             "labels": labels,

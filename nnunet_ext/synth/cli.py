@@ -66,12 +66,13 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
     if pre_only_id is not None:
         pre_name = f"{name}PreOnly"
         dce_json["pre_only_dataset"] = f"Dataset{pre_only_id:03d}_{pre_name}"
-    written.append(write_raw_dataset(raw_root, dataset_id, name, kind.channel_names, kind.labels, train, test,
+    labels = kind.labels_with(options)
+    written.append(write_raw_dataset(raw_root, dataset_id, name, kind.channel_names, labels, train, test,
                                      overwrite=overwrite, extra_json=dce_json))
     if pre_only_id is not None:
         k = labeled_cases or cases
         written.append(write_raw_dataset(
-            raw_root, pre_only_id, pre_name, kind.channel_names, kind.labels, train[:k], test,
+            raw_root, pre_only_id, pre_name, kind.channel_names, labels, train[:k], test,
             overwrite=overwrite, channels=[0],
             extra_json={"paired_dce_dataset": written[0].name,
                         "synth": {**dce_json["synth"], "labeled_cases": k, "channels": [0]}}))
@@ -92,10 +93,31 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled_cases", type=int, default=None,
                    help="with --pre_only_id: how many training cases the pre-only copy keeps (default all)")
     p.add_argument("--shape", type=int, nargs="+", default=None, help="image shape (z y x, or y x for 2D kinds)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="kind-specific option, repeatable; VALUE is parsed as JSON, else taken as a string "
+                        "(e.g. --option scene=cardiac, --option negative_fraction=0.5)")
+
+
+def parse_options(pairs: list[str]) -> dict:
+    import json
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserInputError(f"--option expects KEY=VALUE, got '{pair}'")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
-    options = {"shape": tuple(args.shape)} if args.shape else None
+    options = parse_options(args.option)
+    if args.shape:
+        options["shape"] = tuple(args.shape)
+    options = options or None
     folders = synthesize(args.kind, args.dataset_id, args.cases, args.seed, args.test_cases, args.raw,
                          args.overwrite, args.name, args.pre_only_id, args.labeled_cases, options)
     for f in folders:
