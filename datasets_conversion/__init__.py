@@ -1,0 +1,12 @@
+"""Dataset converters: one module per public dataset, each turning a source folder into nnU-Net raw datasets.
+
+Follows nnU-Net's ``dataset_conversion`` convention (one file per dataset, source folder + dataset id in, a folder
+ending with ``dataset.json`` out). Run a converter as a module from the repository root, e.g.::
+
+    python -m datasets_conversion.breast_mri_nact_pilot -i SRC -d 501 --pre_only_id 502
+    python -m datasets_conversion.dce_nifti_folder -i SRC -d 503 --pre_only_id 504
+
+Converters:
+    breast_mri_nact_pilot: TCIA Breast-MRI-NACT-Pilot (DICOM) -> DCE + pre-contrast-only datasets (DKM, Lv et al. 2023).
+    dce_nifti_folder: any folder of ``CASE_pre/CASE_post1../CASE_seg`` NIfTI files -> the same pair of datasets.
+"""

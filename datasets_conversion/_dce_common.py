@@ -1,0 +1,424 @@
+"""Shared part of the DCE-MRI converters: geometry checks, train/test split and the paired-dataset writer.
+
+DKM (Lv et al., MICCAI 2023, Sec. 2) works on a DCE sequence {x_K, K = 0..k}: x_0 is the pre-contrast image and
+x_1..x_k the post-contrast images. Its diffusion module learns x_0 -> x_k from image pairs only (Eq. 6), while the
+segmentation module is trained on labelled cases and, at test time, sees the pre-contrast image only (Sec. 3). Every
+converter therefore writes two nnU-Net raw datasets from the same cases:
+
+* the DCE dataset: channel 0 ``pre``, channels 1..k ``post1``..``postk``, labels ``{"background": 0, "tumor": 1}``.
+  Cases without a tumour segmentation stay in (the diffusion module can use them) with an all-zero label map, because
+  nnU-Net needs a label file for every training case; dataset.json lists them under ``unlabeled_cases``. They always
+  go to imagesTr.
+* the pre-contrast-only dataset: channel 0 only, labelled cases only, same case ids, geometry and train/test split.
+
+The two dataset.json files name each other under ``pre_only_dataset`` / ``paired_dce_dataset`` (folder names), the
+convention of ``nnunet_ext.synth``. Channel names are plain names, so nnU-Net z-scores every channel per image.
+
+Phases and segmentation of a case must share one voxel grid. A grid that differs by more than
+``GEOMETRY_TOLERANCE_MM`` is an error, unless the user asks for ``--resample_to_pre`` (linear interpolation for
+images, nearest neighbour for labels, onto the pre-contrast grid). Grids that agree within the tolerance get the
+pre-contrast geometry copied verbatim, so nnU-Net's exact checks see identical headers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from nnunet_ext.atomic import atomic_output_dir
+from nnunet_ext.errors import UserInputError
+from nnunet_ext.synth.base import dataset_folder_name, existing_dataset_with_id
+from nnunet_ext.synth.cli import raw_root_from  # noqa: F401  (re-exported for the converters)
+
+FILE_ENDING = ".nii.gz"
+LABELS = {"background": 0, "tumor": 1}
+GEOMETRY_TOLERANCE_MM = 0.01  # far below any MR voxel size; absorbs the rounding of DICOM/NIfTI header values
+DIRECTION_TOLERANCE = 1e-4
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def dce_channel_names(n_post: int) -> dict[str, str]:
+    """dataset.json ``channel_names`` for a pre-contrast image followed by ``n_post`` post-contrast images."""
+    return {"0": "pre", **{str(k): f"post{k}" for k in range(1, n_post + 1)}}
+
+
+@dataclass
+class LoadedCase:
+    """Images and label of one case as SimpleITK images, with a human-readable source for every one of them.
+
+    Attributes:
+        images: pre-contrast image followed by the post-contrast images in time order.
+        image_sources: where each image came from (file path, or series and a file) for error messages.
+        label: tumour segmentation, or None for an unlabelled case.
+        label_source: where the label came from.
+        resampled: names of the channels/label the loader already resampled onto the pre grid.
+    """
+
+    images: list
+    image_sources: list[str]
+    label: object | None = None
+    label_source: str | None = None
+    resampled: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CasePlan:
+    """A case found while scanning the source, before any pixel is read.
+
+    Attributes:
+        case_id: nnU-Net case identifier.
+        labelled: whether ``load`` will return a tumour segmentation.
+        load: reads the case (called once, while writing, so only one case is in memory).
+        where: how error messages name the case, e.g. ``"patient UCSF-BR-01"``.
+        group: cases of one group land in the same split (visits of one patient); default: the case itself.
+        provenance: what the case was made from, recorded in dataset.json.
+    """
+
+    case_id: str
+    labelled: bool
+    load: Callable[[], LoadedCase]
+    where: str = ""
+    group: str = ""
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.where = self.where or f"case {self.case_id}"
+        self.group = self.group or self.case_id
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# geometry
+
+
+def fmt_vector(values: Iterable[float], digits: int = 4) -> str:
+    """``(1.5, -2, 0.333)``: a vector for a one-line message (plain numbers, no numpy reprs)."""
+    return "(" + ", ".join(f"{float(v):.{digits}g}" for v in values) + ")"
+
+
+def geometry_mismatch(reference, image) -> str | None:
+    """Why ``image`` is not on the voxel grid of ``reference`` (None when it is, within the tolerances)."""
+    if image.GetDimension() != reference.GetDimension():
+        return f"{image.GetDimension()}D instead of {reference.GetDimension()}D"
+    if tuple(image.GetSize()) != tuple(reference.GetSize()):
+        return f"size {tuple(image.GetSize())} instead of {tuple(reference.GetSize())}"
+    spacing, ref_spacing = np.array(image.GetSpacing()), np.array(reference.GetSpacing())
+    if np.any(np.abs(spacing - ref_spacing) > GEOMETRY_TOLERANCE_MM):
+        return f"spacing {fmt_vector(spacing)} instead of {fmt_vector(ref_spacing)}"
+    direction, ref_direction = np.array(image.GetDirection()), np.array(reference.GetDirection())
+    if np.any(np.abs(direction - ref_direction) > DIRECTION_TOLERANCE):
+        return f"direction {fmt_vector(direction, 3)} instead of {fmt_vector(ref_direction, 3)}"
+    origin, ref_origin = np.array(image.GetOrigin()), np.array(reference.GetOrigin())
+    if np.any(np.abs(origin - ref_origin) > GEOMETRY_TOLERANCE_MM):
+        return f"origin {fmt_vector(origin, 6)} instead of {fmt_vector(ref_origin, 6)}"
+    return None
+
+
+def resample_onto(image, reference, is_label: bool):
+    """Resample ``image`` onto the grid of ``reference``: nearest neighbour for labels, linear (float32) for images."""
+    import SimpleITK as sitk
+
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(reference)
+    resampler.SetDefaultPixelValue(0)
+    if is_label:
+        resampler.SetInterpolator(sitk.sitkNearestNeighbor)
+        resampler.SetOutputPixelType(sitk.sitkUInt8)
+    else:
+        resampler.SetInterpolator(sitk.sitkLinear)
+        resampler.SetOutputPixelType(sitk.sitkFloat32)
+    return resampler.Execute(image)
+
+
+def align_to_reference(image, reference, *, is_label: bool, resample: bool, where: str, what: str,
+                       source: str) -> tuple[object, bool]:
+    """Return ``image`` on the grid of ``reference`` and whether it had to be resampled.
+
+    Within tolerance the reference geometry is copied (no interpolation); beyond it the image is resampled when
+    ``resample`` is set, otherwise that is a UserInputError naming the case and the file.
+    """
+    reason = geometry_mismatch(reference, image)
+    if reason is None:
+        image.CopyInformation(reference)
+        return image, False
+    if not resample:
+        raise UserInputError(f"{where}: {what} {source} is not on the pre-contrast grid ({reason}); "
+                             f"pass --resample_to_pre to resample it onto the pre-contrast image")
+    if image.GetDimension() != reference.GetDimension():
+        raise UserInputError(f"{where}: {what} {source} cannot be resampled onto the pre-contrast grid ({reason})")
+    return resample_onto(image, reference, is_label), True
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# content checks
+
+
+def check_image_content(image, where: str, what: str, source: str) -> None:
+    """Scalar 2D/3D image without NaN or infinite values, else a UserInputError naming case and file."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UserInputError(f"{where}: {what} {source} has {image.GetNumberOfComponentsPerPixel()} components per "
+                             f"voxel; expected a scalar image")
+    if image.GetDimension() not in (2, 3):
+        raise UserInputError(f"{where}: {what} {source} is {image.GetDimension()}D; expected a 3D (or 2D) image")
+    import SimpleITK as sitk
+
+    values = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(values.dtype, np.floating):
+        n_nan = int(np.isnan(values).sum())
+        if n_nan:
+            raise UserInputError(f"{where}: {what} {source} contains {n_nan} NaN voxel(s)")
+        n_inf = int(np.isinf(values).sum())
+        if n_inf:
+            raise UserInputError(f"{where}: {what} {source} contains {n_inf} infinite voxel(s)")
+
+
+def binary_label(label, where: str, source: str):
+    """Check that a label map only holds 0 (background) and 1 (tumor) and return it as uint8."""
+    import SimpleITK as sitk
+
+    if label.GetNumberOfComponentsPerPixel() != 1:
+        raise UserInputError(f"{where}: segmentation {source} is not a scalar label map")
+    values = sitk.GetArrayViewFromImage(label)
+    found = np.unique(values)
+    unexpected = [v for v in found.tolist() if v not in (0, 1)]
+    if unexpected:
+        shown = ", ".join(f"{v:g}" for v in unexpected[:10]) + (", ..." if len(unexpected) > 10 else "")
+        raise UserInputError(f"{where}: segmentation {source} has label values {shown}; only 0 (background) and "
+                             f"1 (tumor) are allowed")
+    out = sitk.GetImageFromArray(values.astype(np.uint8))
+    out.CopyInformation(label)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# split
+
+
+def choose_test_groups(groups: Sequence[str], test_fraction: float, seed: int) -> set[str]:
+    """Draw ``round(test_fraction * n)`` of the labelled groups for imagesTs, keeping at least one for training.
+
+    The draw depends only on the sorted group names and the seed, so adding an unlabelled case never changes it.
+    """
+    unique = sorted(set(groups))
+    n_test = min(int(round(test_fraction * len(unique))), max(len(unique) - 1, 0))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return {unique[i] for i in order[:n_test]}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# writer
+
+
+def _write(image, path: Path) -> None:
+    import SimpleITK as sitk
+
+    sitk.WriteImage(image, str(path), True)
+
+
+def _zero_label_like(reference):
+    import SimpleITK as sitk
+
+    label = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
+    label.CopyInformation(reference)
+    return label
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_dataset_name(name: str) -> str:
+    if not _NAME_PATTERN.match(name or ""):
+        raise UserInputError(f"dataset name '{name}' must start with a letter or digit and contain only letters, "
+                             f"digits, '_', '-' or '.'")
+    return name
+
+
+def check_output_ids(raw_root: Path, dce_id: int, pre_only_id: int, overwrite: bool) -> None:
+    """Refuse clashing or already used dataset ids before anything is read or written."""
+    for dataset_id in (dce_id, pre_only_id):
+        dataset_folder_name(dataset_id, "range_check")
+    if dce_id == pre_only_id:
+        raise UserInputError("--pre_only_id must differ from -d")
+    for dataset_id in (dce_id, pre_only_id):
+        clash = existing_dataset_with_id(raw_root, dataset_id)
+        if clash is not None and not overwrite:
+            raise UserInputError(f"dataset id {dataset_id} already exists at {clash} (pass --overwrite to replace it)")
+
+
+def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: Path, dce_id: int, pre_only_id: int,
+                          name: str, n_post: int, test_fraction: float, seed: int, overwrite: bool,
+                          resample_to_pre: bool, converter: str, description: str, reference: str, licence: str,
+                          extra_json: dict | None = None,
+                          progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+    """Write the DCE dataset and its pre-contrast-only twin; return their folders.
+
+    Both datasets are written into temporary folders that replace their final names only when every case was read,
+    checked and written, so an error leaves no partial dataset behind (an existing dataset with one of the ids is
+    replaced only then, and only with ``overwrite``).
+
+    Args:
+        plans: the cases, in any order (they are written sorted by case id).
+        source: the source folder; recorded in dataset.json and never written to.
+        n_post: number of post-contrast channels every case must have.
+        test_fraction: fraction of labelled case groups moved to imagesTs/labelsTs (both datasets alike).
+        converter: module name recorded in dataset.json.
+        extra_json: further dataset.json keys for both datasets.
+    """
+    raw_root = Path(raw_root)
+    name = check_dataset_name(name)
+    if not 0.0 <= test_fraction < 1.0:
+        raise UserInputError(f"--test_fraction must be in [0, 1), got {test_fraction}")
+    if _is_within(raw_root, source):
+        raise UserInputError(f"the output folder {raw_root} is inside the source folder {source}; "
+                             f"choose another --raw so the source stays untouched")
+    check_output_ids(raw_root, dce_id, pre_only_id, overwrite)
+    plans = sorted(plans, key=lambda p: p.case_id)
+    if not plans:
+        raise UserInputError(f"no cases to convert in {source}")
+    duplicates = sorted(case for case, count in Counter(p.case_id for p in plans).items() if count > 1)
+    if duplicates:
+        raise UserInputError(f"case ids occur more than once: {', '.join(duplicates)}")
+    labelled = [p for p in plans if p.labelled]
+    if not labelled:
+        raise UserInputError(f"no case in {source} has a tumour segmentation; the pre-contrast-only dataset needs "
+                             f"at least one labelled case")
+
+    test_groups = choose_test_groups([p.group for p in labelled], test_fraction, seed)
+    test_ids = sorted(p.case_id for p in labelled if p.group in test_groups)
+    unlabeled_ids = sorted(p.case_id for p in plans if not p.labelled)
+    pre_name = f"{name}PreOnly"
+    dce_folder = raw_root / dataset_folder_name(dce_id, name)
+    pre_folder = raw_root / dataset_folder_name(pre_only_id, pre_name)
+    clashes = [existing_dataset_with_id(raw_root, i) for i in (dce_id, pre_only_id)]
+    channel_names = dce_channel_names(n_post)
+    resampled: dict[str, list[str]] = {}
+
+    # nested temporary folders: any error removes both, success moves both into place
+    with ExitStack() as stack:
+        dce_tmp = stack.enter_context(atomic_output_dir(dce_folder, overwrite=True))
+        pre_tmp = stack.enter_context(atomic_output_dir(pre_folder, overwrite=True))
+        for tmp in (dce_tmp, pre_tmp):
+            for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+                (tmp / sub).mkdir()
+        for index, plan in enumerate(plans, start=1):
+            split = "Ts" if plan.case_id in test_ids else "Tr"
+            case = plan.load()
+            images, label, changed = _checked_case(case, plan, n_post, resample_to_pre)
+            if changed:
+                resampled[plan.case_id] = changed
+            for channel, image in enumerate(images):
+                _write(image, dce_tmp / f"images{split}" / f"{plan.case_id}_{channel:04d}{FILE_ENDING}")
+            _write(label if label is not None else _zero_label_like(images[0]),
+                   dce_tmp / f"labels{split}" / f"{plan.case_id}{FILE_ENDING}")
+            if plan.labelled:
+                _write(images[0], pre_tmp / f"images{split}" / f"{plan.case_id}_0000{FILE_ENDING}")
+                _write(label, pre_tmp / f"labels{split}" / f"{plan.case_id}{FILE_ENDING}")
+            if progress is not None:
+                progress(f"[{index}/{len(plans)}] {plan.case_id} -> images{split}"
+                         f"{'' if plan.labelled else ' (unlabelled)'}")
+
+        conversion = {
+            "converter": converter,
+            "source": str(Path(source).resolve()),
+            "test_fraction": test_fraction,
+            "seed": seed,
+            "resample_to_pre": resample_to_pre,
+            "resampled_to_pre": resampled,
+            "cases": {p.case_id: p.provenance for p in plans},
+        }
+        common = {"labels": LABELS, "file_ending": FILE_ENDING, "description": description, "reference": reference,
+                  "licence": licence, "test_cases": test_ids, **(extra_json or {})}
+        dce_json = {"channel_names": channel_names, "numTraining": len(plans) - len(test_ids), "name": name,
+                    **common, "pre_only_dataset": pre_folder.name, "unlabeled_cases": unlabeled_ids,
+                    "conversion": conversion}
+        pre_json = {"channel_names": {"0": channel_names["0"]}, "numTraining": len(labelled) - len(test_ids),
+                    "name": pre_name, **common, "paired_dce_dataset": dce_folder.name,
+                    "conversion": {**conversion, "cases": {p.case_id: p.provenance for p in labelled},
+                                   "channels": [0]}}
+        (dce_tmp / "dataset.json").write_text(json.dumps(dce_json, indent=2))
+        (pre_tmp / "dataset.json").write_text(json.dumps(pre_json, indent=2))
+
+    # an old dataset with the same id but another name would shadow the new one in nnU-Net's id lookup
+    for clash in clashes:
+        if clash is not None and clash not in (dce_folder, pre_folder) and clash.exists():
+            shutil.rmtree(clash)
+    return dce_folder, pre_folder
+
+
+def _checked_case(case: LoadedCase, plan: CasePlan, n_post: int, resample: bool):
+    """Validate one loaded case and put every channel and the label on the pre-contrast grid."""
+    where = plan.where
+    if len(case.images) != n_post + 1:
+        raise UserInputError(f"{where}: expected pre + {n_post} post-contrast images, got {len(case.images)} images")
+    if plan.labelled != (case.label is not None):
+        raise UserInputError(f"{where}: the segmentation found while scanning could not be loaded")
+    names = list(dce_channel_names(n_post).values())
+    for image, source, what in zip(case.images, case.image_sources, names):
+        check_image_content(image, where, f"{what} image", source)
+    reference = case.images[0]
+    aligned = [reference]
+    changed = list(case.resampled)
+    for image, source, what in zip(case.images[1:], case.image_sources[1:], names[1:]):
+        image, was_resampled = align_to_reference(image, reference, is_label=False, resample=resample, where=where,
+                                                  what=f"{what} image", source=source)
+        aligned.append(image)
+        if was_resampled:
+            changed.append(what)
+    label = None
+    if case.label is not None:
+        label = binary_label(case.label, where, case.label_source)
+        label, was_resampled = align_to_reference(label, reference, is_label=True, resample=resample, where=where,
+                                                  what="segmentation", source=case.label_source)
+        if was_resampled:
+            changed.append("seg")
+    return aligned, label, changed
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """Options shared by the DCE converters (nnU-Net vocabulary: ``-i`` source, ``-d`` dataset id)."""
+    parser.add_argument("-i", dest="input", required=True, help="source folder (read only, never modified)")
+    parser.add_argument("-d", dest="dataset_id", type=int, required=True,
+                        help="nnU-Net dataset id (1..999) of the DCE dataset (channels pre, post1, ...)")
+    parser.add_argument("--pre_only_id", type=int, required=True,
+                        help="dataset id of the pre-contrast-only twin (channel 0, labelled cases only)")
+    parser.add_argument("--name", default=default_name,
+                        help=f"dataset name (default {default_name}); the twin is named NAME + 'PreOnly'")
+    parser.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing datasets with these ids")
+    parser.add_argument("--test_fraction", type=float, default=0.3,
+                        help="fraction of labelled cases put in imagesTs/labelsTs (default 0.3, the 70/30 split "
+                             "of DKM Sec. 3); unlabelled cases always stay in imagesTr")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test draw")
+    parser.add_argument("--resample_to_pre", action="store_true",
+                        help="resample post-contrast images (linear) and segmentations (nearest) that are not on "
+                             "the pre-contrast grid instead of stopping with an error")
+
+
+def cli_main(prog: str, description: str, configure_parser: Callable[[argparse.ArgumentParser], None],
+             run: Callable[[argparse.Namespace], int], argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run, and turn a UserInputError into one line on stderr and exit code 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(run(args) or 0)
+    except UserInputError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
