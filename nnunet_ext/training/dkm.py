@@ -66,16 +66,19 @@ class _NoAugmentation:
 
 def synthesize_volume(dm: nn.Module, schedule: LinearDiffusionSchedule, pre: torch.Tensor,
                       patch_size: Sequence[int], timesteps: Sequence[int], seed: int = 0) -> torch.Tensor:
-    """Post-contrast estimate of a whole pre-contrast volume (1, 1, *spatial) by Gaussian-weighted sliding windows
-    of the DM's one-step synthesis (:meth:`LinearDiffusionSchedule.synthesize_post`)."""
+    """Post-contrast estimate of a preprocessed pre-contrast volume ``pre`` (Z, Y, X) (or (Y, X)), by
+    Gaussian-weighted sliding windows of the DM's one-step synthesis (:meth:`LinearDiffusionSchedule.synthesize_post`).
+    A 2D DM (``len(patch_size) == 2``) runs slice by slice over Z."""
     from monai.inferers import sliding_window_inference
 
     def window(x: torch.Tensor) -> torch.Tensor:
         return schedule.synthesize_post(dm, x, timesteps, seed=seed)
 
-    roi = [min(p, s) for p, s in zip(patch_size, pre.shape[2:])]
+    batch = pre[:, None] if len(patch_size) == 2 and pre.ndim == 3 else pre[None, None]
+    roi = [min(p, s) for p, s in zip(patch_size, batch.shape[2:])]
     with torch.no_grad():
-        return sliding_window_inference(pre, roi, 1, window, overlap=0.5, mode="gaussian")
+        out = sliding_window_inference(batch, roi, 1, window, overlap=0.5, mode="gaussian")
+    return out[:, 0] if len(patch_size) == 2 and pre.ndim == 3 else out[0, 0]
 
 
 def image_similarity(estimate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -182,10 +185,10 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
         for key in val_keys:
             data, _, _, _ = dataset.load_case(key)
             volume = torch.from_numpy(np.asarray(data, dtype=np.float32)).to(self.device)
-            estimate = synthesize_volume(self.network, self.schedule, volume[None, :1],
+            estimate = synthesize_volume(self.network, self.schedule, volume[0],
                                          self.configuration_manager.patch_size, self.validation_timesteps)
             reference = volume[self.post_channel].cpu().numpy()
-            per_case[key] = image_similarity(estimate[0, 0].cpu().numpy(), reference)
+            per_case[key] = image_similarity(estimate.cpu().numpy(), reference)
         mean = {m: float(np.mean([c[m] for c in per_case.values()])) for m in ("PSNR", "SSIM")}
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
