@@ -5,9 +5,9 @@ from nnunet_ext.training.base import ExtTrainerBase
 
 
 class DemoTrainer(ExtTrainerBase):
-    """nnU-Net's default trainer with a short schedule (30 epochs x 12 iterations) for the CPU demo."""
+    """nnU-Net's default trainer with a short schedule (15 epochs x 12 iterations) for the CPU demo."""
 
-    num_epochs_default = 30
+    num_epochs_default = 15
     iterations_per_epoch_default = 12
     val_iterations_default = 4
 
