@@ -1,8 +1,9 @@
 """Shared fixtures: seeded RNGs, single-threaded torch, and isolated nnU-Net folders."""
 from __future__ import annotations
 
-import os
+import itertools
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,3 +41,35 @@ def shared_data(sub: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent (CI clones shared/ beside the repo)")
     return path
+
+
+class _InProcessPool:
+    """Stand-in for multiprocessing's spawn pool: nnU-Net's checks run unchanged, without spawning workers."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def starmap(self, function, arguments):
+        return list(itertools.starmap(function, arguments))
+
+
+@pytest.fixture
+def verify_with_nnunet(monkeypatch, capsys):
+    """nnU-Net's ``verify_dataset_integrity`` run in-process; its printed geometry warnings count as failures."""
+    from nnunetv2.experiment_planning import verify_dataset_integrity as vdi
+
+    monkeypatch.setattr(vdi, "multiprocessing", SimpleNamespace(
+        get_context=lambda method: SimpleNamespace(Pool=_InProcessPool)))
+
+    def check(folder: Path) -> None:
+        vdi.verify_dataset_integrity(str(folder), num_processes=1)
+        printed = capsys.readouterr().out
+        assert "mismatch" not in printed and "Error:" not in printed, printed
+
+    return check

@@ -245,32 +245,6 @@ def assert_same_image(actual, expected) -> None:
     np.testing.assert_allclose(actual.GetDirection(), expected.GetDirection(), atol=1e-6)
 
 
-class _InProcessPool:
-    """Stand-in for multiprocessing's spawn pool: nnU-Net's checks run unchanged, without spawning workers."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def starmap(self, function, arguments):
-        return list(itertools.starmap(function, arguments))
-
-
-def verify_with_nnunet(folder: Path, monkeypatch, capsys) -> None:
-    """nnU-Net's verify_dataset_integrity, run in-process; its geometry warnings count as failures too."""
-    vdi = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
-    monkeypatch.setattr(vdi, "multiprocessing", SimpleNamespace(get_context=lambda method: SimpleNamespace(
-        Pool=_InProcessPool)))
-    vdi.verify_dataset_integrity(str(folder), num_processes=1)
-    printed = capsys.readouterr().out
-    assert "mismatch" not in printed and "Error:" not in printed, printed
-
-
 def convert(src: Path, raw: Path, **options):
     defaults = dict(dataset_id=11, pre_only_id=12, raw=str(raw))
     return nact.convert(src, **{**defaults, **options})
@@ -299,9 +273,9 @@ def _case_files(folder: Path, case: str) -> tuple[str, list[Path], Path]:
     raise AssertionError(f"{case} not found in {folder}")
 
 
-def test_outputs_pass_nnunet_integrity_check(converted, monkeypatch, capsys):
+def test_outputs_pass_nnunet_integrity_check(converted, verify_with_nnunet):
     for folder in converted.folders:
-        verify_with_nnunet(folder, monkeypatch, capsys)
+        verify_with_nnunet(folder)
 
 
 def test_dataset_json_links_the_two_datasets(converted):

@@ -69,3 +69,30 @@ def test_bad_pre_only_options(tmp_path, capsys, bad):
                  *(["--pre_only_id", "9"] if bad[0] == "--labeled_cases" else []), *bad])
     _one_line_error(capsys, code)
     assert list(tmp_path.iterdir()) == []
+
+
+KINDS = ["breast_dce", "head_ct_ich", "ultrasound_2d", "mammo_2d", "brain_pairs"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_writes_a_dataset_nnunet_accepts(kind, tmp_path, verify_with_nnunet):
+    from nnunet_ext.synth.cli import get_kind, synthesize
+
+    (folder,) = synthesize(kind, 40, cases=2, test_cases=1, raw=str(tmp_path))
+    verify_with_nnunet(folder)
+    dataset = json.loads(folder.joinpath("dataset.json").read_text())
+    registered = get_kind(kind)
+    assert dataset["channel_names"] == registered.channel_names and dataset["labels"] == registered.labels
+    assert len(list((folder / "imagesTs").iterdir())) == len(registered.channel_names)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_refuses_zero_cases_and_existing_ids(kind, tmp_path):
+    from nnunet_ext.errors import UserInputError
+    from nnunet_ext.synth.cli import synthesize
+
+    with pytest.raises(UserInputError, match="--cases"):
+        synthesize(kind, 41, cases=0, raw=str(tmp_path))
+    synthesize(kind, 41, cases=1, test_cases=0, raw=str(tmp_path))
+    with pytest.raises(UserInputError, match="already exists"):
+        synthesize(kind, 41, cases=1, test_cases=0, raw=str(tmp_path))

@@ -146,29 +146,3 @@ def test_intraventricular_blood_layers_posteriorly():
 def test_bad_options_are_user_input_errors(opts):
     with pytest.raises(UserInputError, match="head_ct_ich"):
         ct.make_case(np.random.default_rng(0), **opts)
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    raw = tmp_path_factory.mktemp("raw")
-    return raw, synthesize("head_ct_ich", 501, cases=2, test_cases=1, raw=str(raw))[0]
-
-
-def test_written_dataset_passes_nnunet_integrity_check(written):
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-    _, folder = written
-    verify_dataset_integrity(str(folder), num_processes=1)
-    dataset = json.loads((folder / "dataset.json").read_text())
-    assert dataset["channel_names"] == {"0": "CT"} and dataset["labels"] == ct.LABELS
-    assert len(list((folder / "imagesTs").iterdir())) == 1
-
-
-@pytest.mark.parametrize("kind, dataset_id, cases, message", [
-    ("head_ct_ich", 502, 0, "--cases"),
-    ("head_ct_xyz", 502, 2, "unknown synth kind"),
-    ("head_ct_ich", 501, 2, "already exists"),
-], ids=["zero_cases", "unknown_kind", "existing_id"])
-def test_bad_synthesize_calls_are_user_input_errors(written, kind, dataset_id, cases, message):
-    raw, _ = written
-    with pytest.raises(UserInputError, match=message):
-        synthesize(kind, dataset_id, cases=cases, test_cases=1, raw=str(raw))

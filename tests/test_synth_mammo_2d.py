@@ -114,25 +114,3 @@ def test_masses_stand_out_in_fatty_breasts_and_hide_in_dense_ones():
 def test_bad_options_are_user_input_errors(opts):
     with pytest.raises(UserInputError, match="mammo_2d"):
         mg.make_case(np.random.default_rng(0), **opts)
-
-
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    raw = tmp_path_factory.mktemp("raw")
-    return raw, synthesize("mammo_2d", 521, cases=2, test_cases=1, raw=str(raw))[0]
-
-
-def test_written_dataset_passes_nnunet_integrity_check(written):
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-    _, folder = written
-    verify_dataset_integrity(str(folder), num_processes=1)
-    dataset = json.loads((folder / "dataset.json").read_text())
-    assert dataset["channel_names"] == {"0": "MG"} and dataset["labels"] == mg.LABELS
-
-
-@pytest.mark.parametrize("dataset_id, cases, message", [(522, 0, "--cases"), (521, 2, "already exists")],
-                         ids=["zero_cases", "existing_id"])
-def test_bad_synthesize_calls_are_user_input_errors(written, dataset_id, cases, message):
-    raw, _ = written
-    with pytest.raises(UserInputError, match=message):
-        synthesize("mammo_2d", dataset_id, cases=cases, test_cases=1, raw=str(raw))

@@ -132,28 +132,6 @@ def test_bad_options_are_user_input_errors(opts):
         us.make_case(np.random.default_rng(0), **opts)
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    raw = tmp_path_factory.mktemp("raw")
-    return raw, synthesize("ultrasound_2d", 511, cases=2, test_cases=1, raw=str(raw))[0]
-
-
-def test_written_dataset_passes_nnunet_integrity_check(written):
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-    _, folder = written
-    verify_dataset_integrity(str(folder), num_processes=1)
-    dataset = json.loads((folder / "dataset.json").read_text())
-    assert dataset["channel_names"] == {"0": "US"} and dataset["labels"] == us.FETAL_HEAD_LABELS
-
-
-@pytest.mark.parametrize("dataset_id, cases, message", [(512, 0, "--cases"), (511, 2, "already exists")],
-                         ids=["zero_cases", "existing_id"])
-def test_bad_synthesize_calls_are_user_input_errors(written, dataset_id, cases, message):
-    raw, _ = written
-    with pytest.raises(UserInputError, match=message):
-        synthesize("ultrasound_2d", dataset_id, cases=cases, test_cases=1, raw=str(raw))
-
-
 def test_cardiac_scene_through_the_cli_writes_cardiac_labels(tmp_path):
     """--option scene=cardiac selects the scene and its labels; nnU-Net's integrity check passes."""
     import json
