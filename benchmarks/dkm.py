@@ -5,7 +5,8 @@ Datasets written from one set of phantom cases:
 - PreOnly (pre), the first ``--labeled`` of those cases: trains every pre-contrast segmentation row;
 - PrePost (pre + post1 + post2), the same labelled cases: the nnU-Net reference with complete sequences;
 all with the same ``--test`` held-out cases. Every segmentation model gets the same schedule (epochs x iterations,
-fold ``all`` = all labelled cases); nnU-Net rows use ``DemoTrainer`` (nnU-Net's default trainer, short schedule).
+fold ``all`` = all labelled cases). nnU-Net rows use ``DemoTrainer`` (nnU-Net's default trainer with Adam 1e-3,
+the optimizer of the DKM ``_small`` trainers) and ``DemoTrainerSGD`` (nnU-Net's SGD, unchanged).
 
 Runs the real commands (nnUNetv2_train / nnUNetv2_predict) and resumes: finished trainings/predictions are reused.
 Writes benchmarks/results/dkm.md and dkm.json.
@@ -37,6 +38,8 @@ CONFIG, PLANS = "3d_fullres", "nnUNetPlansCPU"
 ROWS = {
     "nnU-Net baseline (pre only)": (PRE_ID, "DemoTrainer"),
     "nnU-Net (pre + post, reference)": (PREPOST_ID, "DemoTrainer"),
+    "nnU-Net, default SGD (pre only)": (PRE_ID, "DemoTrainerSGD"),
+    "nnU-Net, default SGD (pre + post)": (PREPOST_ID, "DemoTrainerSGD"),
     "DKM f3+f4 (pre only)": (PRE_ID, "DKMTrainer_small"),
     "DKM without kinetic code (pre only)": (PRE_ID, "DKMTrainerNoCode_small"),
     "DKM f1 (pre only)": (PRE_ID, "DKMTrainer_small_f1"),

@@ -1,2 +1,2 @@
 """Thin module for nnU-Net's trainer lookup (nnUNet_extTrainer): the classes live in the installed package."""
-from nnunet_ext.training.demo import DemoTrainer, TinyTrainer  # noqa: F401
+from nnunet_ext.training.demo import DemoTrainer, DemoTrainerSGD, TinyTrainer  # noqa: F401
