@@ -107,7 +107,6 @@ def main() -> int:
     os.environ.update(env)
     raw = Path(env["nnUNet_raw"])
     t_start = time.time()
-    timings: dict[str, dict[str, float]] = {}
 
     if not (raw / f"Dataset{PREPOST_ID}_BenchBreastPrePost").exists():
         log("writing phantom datasets")
@@ -126,9 +125,7 @@ def main() -> int:
               "nnUNet_ext_val_iters": "4"}
     if not trained(DCE_ID, "DKMDiffusionTrainer_small", "all"):
         log(f"training the diffusion module on {args.dm_cases} DCE cases ({args.dm_epochs}x{args.dm_iters})")
-        t = time.time()
         pipeline.train(DCE_ID, CONFIG, "all", "DKMDiffusionTrainer_small", PLANS, dm_env, work / "logs" / "dm.log")
-        timings["diffusion module"] = {"train_s": time.time() - t}
 
     log("post-contrast synthesis of the test cases")
     from nnunet_ext.dkm_cli import synthesize_post_folder
@@ -147,11 +144,10 @@ def main() -> int:
         if args.rows and name not in args.rows:
             continue
         slug = f"{trainer}_{dataset_id}"
-        t = time.time()
         if not trained(dataset_id, trainer, "all"):
             log(f"training {name}: {trainer} on dataset {dataset_id}")
             pipeline.train(dataset_id, CONFIG, "all", trainer, PLANS, seg_env, work / "logs" / f"{slug}.log")
-        train_s = time.time() - t
+        train_s = training_loop_seconds(results_root / folders[dataset_id].name / f"{trainer}__{PLANS}__{CONFIG}")
         pred = work / "predictions" / slug
         t = time.time()
         if not (pred / "summary.json").exists():
@@ -165,8 +161,19 @@ def main() -> int:
                       "jaccard": mean_std(iou), "train_s": train_s, "predict_s": predict_s}
         log(f"{name}: Dice {rows[name]['dice'][0]:.3f} +- {rows[name]['dice'][1]:.3f}")
 
-    write_results(Path(args.out), args, rows, psnr, ssim, identity, time.time() - t_start)
+    dm_train_s = training_loop_seconds(results_root / folders[DCE_ID].name / f"DKMDiffusionTrainer_small__{PLANS}__{CONFIG}")
+    write_results(Path(args.out), args, rows, psnr, ssim, identity, dm_train_s, time.time() - t_start)
     return 0
+
+
+def training_loop_seconds(trainer_folder: Path) -> float:
+    """Wall time of the training loop (first epoch start to last epoch end) from nnU-Net's checkpoint log; it
+    excludes start-up and the final validation, and survives resuming this script."""
+    import torch
+
+    logging = torch.load(trainer_folder / "fold_all" / "checkpoint_final.pth", map_location="cpu",
+                         weights_only=False)["logging"]
+    return logging["epoch_end_timestamps"][-1] - logging["epoch_start_timestamps"][0]
 
 
 def identity_synthesis(images: Path) -> tuple[float, float]:
@@ -184,7 +191,7 @@ def identity_synthesis(images: Path) -> tuple[float, float]:
 
 
 def write_results(out: Path, args, rows: dict, psnr: float, ssim: float, identity: tuple[float, float],
-                  total_s: float) -> None:
+                  dm_train_s: float, total_s: float) -> None:
     import hashlib
     import shlex
 
@@ -199,6 +206,10 @@ def write_results(out: Path, args, rows: dict, psnr: float, ssim: float, identit
         "ablation": {ABLATION_KEYS[n]: r["dice"][0] for n, r in rows.items() if n in ABLATION_KEYS},
         "post_synthesis_psnr": psnr, "post_synthesis_ssim": ssim,
         "identity_post_equals_pre_psnr": identity[0], "identity_post_equals_pre_ssim": identity[1],
+        "rows": {n: {"trainer": r["trainer"], "dice_mean": r["dice"][0], "dice_std": r["dice"][1],
+                     "jaccard_mean": r["jaccard"][0], "jaccard_std": r["jaccard"][1], "train_s": r["train_s"],
+                     "predict_s": r["predict_s"]} for n, r in rows.items()},
+        "dm_train_s": dm_train_s,
         "n_dm_cases": args.dm_cases, "n_labeled_cases": args.labeled, "n_test_cases": args.test,
         "target_dkm_minus_baseline_0.05_met": met,
     }
@@ -215,7 +226,11 @@ def write_results(out: Path, args, rows: dict, psnr: float, ssim: float, identit
         f"every segmentation model, {args.test} held-out test cases; phantom shape {tuple(args.shape)}, seed "
         f"{args.seed} (nnunet_ext/synth/breast_dce.py sha256 {phantom_sha})",
         f"- budget: every segmentation model {args.epochs} epochs x {args.iters} iterations (batch from the "
-        f"CPUPlanner plans), fold all; diffusion module {args.dm_epochs} x {args.dm_iters}",
+        f"CPUPlanner plans), fold all; diffusion module {args.dm_epochs} x {args.dm_iters} "
+        f"(training loop {dm_train_s:.0f} s)",
+        "- train s = nnU-Net's training loop (first epoch start to last epoch end, from the checkpoint log); "
+        "predict s = nnUNetv2_predict on the test cases (incl. start-up); wall times of this resumable script "
+        "may span several invocations",
         "", "| method | input | Dice (mean +- std) | Jaccard (mean +- std) | train s | predict s |",
         "|---|---|---|---|---|---|",
     ]
