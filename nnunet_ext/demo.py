@@ -44,6 +44,9 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
     timings: dict[str, float] = {}
     env = environment(workspace, keep_existing=False)
     env["nnUNet_ext_seed"] = str(seed)
+    if method == "dkm":  # the DKM trainers keep nnU-Net's 250 iterations per epoch; the demo uses DemoTrainer's
+        env.update(nnUNet_ext_iters=str(DemoTrainer.iterations_per_epoch_default),
+                   nnUNet_ext_val_iters=str(DemoTrainer.val_iterations_default))
     if epochs:
         env["nnUNet_ext_epochs"] = str(epochs)
     os.environ.update(env)

@@ -213,6 +213,7 @@ class DKMTrainer(ExtTrainerBase):
     code_stages: tuple[int, ...] = (3, 4)                # Table 2: best subset
     ssim_weight = 0.5                                    # lambda of Eq. 7
     initial_lr_default = 2e-5                            # Sect. 3: Adam, lr 2e-5, weight decay 1e-6
+    num_epochs_default = 500                             # Sect. 3
     weight_decay_adam = 1e-6
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
