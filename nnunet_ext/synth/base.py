@@ -98,9 +98,6 @@ def write_raw_dataset(raw_root: str | os.PathLike, dataset_id: int, dataset_name
     clash = existing_dataset_with_id(raw_root, dataset_id)
     if clash is not None and not overwrite:
         raise UserInputError(f"dataset id {dataset_id} already exists at {clash} (pass --overwrite to replace it)")
-    if clash is not None and clash != folder:
-        import shutil
-        shutil.rmtree(clash)
     if not train:
         raise UserInputError("a dataset needs at least one training case")
     n_channels = len(train[0][1].images)
@@ -135,6 +132,9 @@ def write_raw_dataset(raw_root: str | os.PathLike, dataset_id: int, dataset_name
         }
         dataset_json.update(extra_json or {})
         (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+    if clash is not None and clash != folder:  # an old dataset with this id but another name: drop it only now
+        import shutil
+        shutil.rmtree(clash)
     return folder
 
 
