@@ -96,3 +96,14 @@ def test_every_kind_refuses_zero_cases_and_existing_ids(kind, tmp_path):
     synthesize(kind, 41, cases=1, test_cases=0, raw=str(tmp_path))
     with pytest.raises(UserInputError, match="already exists"):
         synthesize(kind, 41, cases=1, test_cases=0, raw=str(tmp_path))
+
+
+def test_channel_count_must_match_channel_names(tmp_path):
+    """breast_dce names pre/post1/post2: a 3-post option is refused before anything is written."""
+    from nnunet_ext.errors import UserInputError
+    from nnunet_ext.synth.cli import synthesize
+
+    with pytest.raises(UserInputError, match="4 image channels but the dataset names 3"):
+        synthesize("breast_dce", 42, cases=1, test_cases=0, raw=str(tmp_path),
+                   options={"n_post": 3, "shape": (16, 40, 40)})
+    assert list(tmp_path.iterdir()) == []

@@ -101,6 +101,10 @@ def write_raw_dataset(raw_root: str | os.PathLike, dataset_id: int, dataset_name
     if not train:
         raise UserInputError("a dataset needs at least one training case")
     n_channels = len(train[0][1].images)
+    for identifier, case in list(train) + list(test):
+        if len(case.images) != len(channel_names):
+            raise UserInputError(f"case {identifier} has {len(case.images)} image channels but the dataset names "
+                                 f"{len(channel_names)} ({', '.join(channel_names.values())})")
     channels = list(range(n_channels)) if channels is None else list(channels)
     with atomic_output_dir(folder, overwrite=True) as tmp:
         for split_name, cases in (("Tr", train), ("Ts", test)):
