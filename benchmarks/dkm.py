@@ -178,14 +178,14 @@ def training_loop_seconds(trainer_folder: Path) -> float:
 
 def identity_synthesis(images: Path) -> tuple[float, float]:
     """PSNR/SSIM of the trivial estimate "post = pre" (both z-scored): what the DM must beat."""
-    from nnunet_ext.dkm_cli import _zscore
+    from nnunet_ext.dkm_cli import zscore
     from nnunet_ext.imageio import read_image
     from nnunet_ext.training.dkm import image_similarity
 
     scores = []
     for pre_file in sorted(images.glob("*_0000.nii.gz")):
         post_file = pre_file.with_name(pre_file.name.replace("_0000.nii.gz", "_0002.nii.gz"))
-        pre, post = (_zscore(read_image(f)[0].astype("float32")) for f in (pre_file, post_file))
+        pre, post = (zscore(read_image(f)[0].astype("float32")) for f in (pre_file, post_file))
         scores.append(image_similarity(pre, post))
     return statistics.fmean(s["PSNR"] for s in scores), statistics.fmean(s["SSIM"] for s in scores)
 

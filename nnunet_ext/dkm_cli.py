@@ -35,7 +35,7 @@ def _model_folder(dataset: str, configuration: str, trainer: str, plans: str) ->
     return folder
 
 
-def _zscore(x: np.ndarray) -> np.ndarray:
+def zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / max(float(x.std()), 1e-8)
 
 
@@ -109,7 +109,7 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
                 if ref.shape != full.shape:
                     raise UserInputError(f"reference {references[case]} has shape {ref.shape}, the pre-contrast "
                                          f"image {f} has {full.shape}")
-                metrics[case] = image_similarity(full, _zscore(ref.astype(np.float32)))
+                metrics[case] = image_similarity(full, zscore(ref.astype(np.float32)))
         if metrics:
             mean = {m: float(np.mean([c[m] for c in metrics.values()])) for m in ("PSNR", "SSIM")}
             (tmp / "metrics.json").write_text(json.dumps({"mean": mean, "per_case": metrics}, indent=2))
