@@ -1,12 +1,23 @@
 from setuptools import find_packages, setup
 
+# The repository keeps nnU-Net's plugin layout at its top level (trainers/, planners/, datasets_conversion/); the wheel
+# carries those folders inside the nnunet_ext namespace, so an installed nnunet-ext (editable or not) finds its
+# trainer shims at nnunet_ext.trainers and no generic top-level package name is installed.
+PLUGIN_FOLDERS = {
+    "nnunet_ext.trainers": "trainers",
+    "nnunet_ext.planners": "planners",
+    "nnunet_ext.datasets_conversion": "datasets_conversion",
+}
+
 setup(
     name="nnunet-ext",
     version="0.1.0",
     description="nnU-Net v2 plugins: published segmentation/registration methods as nnU-Net trainers, "
                 "planners, phantoms and dataset converters",
     python_requires=">=3.10",
-    packages=find_packages(include=["nnunet_ext", "nnunet_ext.*", "datasets_conversion"]),
+    packages=find_packages(include=["nnunet_ext", "nnunet_ext.*"]) + list(PLUGIN_FOLDERS),
+    package_dir=PLUGIN_FOLDERS,
+    package_data={"nnunet_ext.trainers": ["README.md"]},
     install_requires=[
         "nnunetv2==2.8.1",
         "torch==2.14.1",
@@ -20,6 +31,7 @@ setup(
         "pydicom",
         "matplotlib",
         "tqdm",
+        "pyyaml",
         # DKM's diffusion module wraps MONAI's DiffusionModelUNet; also the tests' surface-distance reference
         "monai",
     ],

@@ -128,7 +128,7 @@ def main() -> int:
         pipeline.train(DCE_ID, CONFIG, "all", "DKMDiffusionTrainer_small", PLANS, dm_env, work / "logs" / "dm.log")
 
     log("post-contrast synthesis of the test cases")
-    from nnunet_ext.dkm_cli import synthesize_post_folder
+    from nnunet_ext.methods.dkm.inference import synthesize_post_folder
     synthesis = synthesize_post_folder(folders[DCE_ID] / "imagesTs", work / "post_synthesis", str(DCE_ID), CONFIG,
                                        "all", "DKMDiffusionTrainer_small", PLANS,
                                        reference_folder=folders[DCE_ID] / "imagesTs")
@@ -178,9 +178,9 @@ def training_loop_seconds(trainer_folder: Path) -> float:
 
 def identity_synthesis(images: Path) -> tuple[float, float]:
     """PSNR/SSIM of the trivial estimate "post = pre" (both z-scored): what the DM must beat."""
-    from nnunet_ext.dkm_cli import zscore
+    from nnunet_ext.methods.dkm.inference import zscore
     from nnunet_ext.imageio import read_image
-    from nnunet_ext.training.dkm import image_similarity
+    from nnunet_ext.methods.dkm.inference import image_similarity
 
     scores = []
     for pre_file in sorted(images.glob("*_0000.nii.gz")):

@@ -3,8 +3,8 @@
 Follows nnU-Net's ``dataset_conversion`` convention (one file per dataset, source folder + dataset id in, a folder
 ending with ``dataset.json`` out). Run a converter as a module from the repository root, e.g.::
 
-    python -m datasets_conversion.breast_mri_nact_pilot -i SRC -d 501 --pre_only_id 502
-    python -m datasets_conversion.dce_nifti_folder -i SRC -d 503 --pre_only_id 504
+    python -m nnunet_ext.datasets_conversion.breast_mri_nact_pilot -i SRC -d 501 --pre_only_id 502
+    python -m nnunet_ext.datasets_conversion.dce_nifti_folder -i SRC -d 503 --pre_only_id 504
 
 Converters:
     breast_mri_nact_pilot: TCIA Breast-MRI-NACT-Pilot (DICOM) -> DCE + pre-contrast-only datasets (DKM, Lv et al. 2023).

@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
 from collections import Counter
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from nnunet_ext.atomic import atomic_output_dir
+from nnunet_ext.atomic import atomic_output_dirs, check_replaceable
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.synth.base import dataset_folder_name, existing_dataset_with_id
 from nnunet_ext.synth.cli import raw_root_from  # noqa: F401  (re-exported for the converters)
@@ -256,6 +254,8 @@ def check_output_ids(raw_root: Path, dce_id: int, pre_only_id: int, overwrite: b
         clash = existing_dataset_with_id(raw_root, dataset_id)
         if clash is not None and not overwrite:
             raise UserInputError(f"dataset id {dataset_id} already exists at {clash} (pass --overwrite to replace it)")
+        if clash is not None:
+            check_replaceable(clash, overwrite, what="dataset")
 
 
 def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: Path, dce_id: int, pre_only_id: int,
@@ -306,10 +306,12 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
     channel_names = dce_channel_names(n_post)
     resampled: dict[str, list[str]] = {}
 
-    # nested temporary folders: any error removes both, success moves both into place
-    with ExitStack() as stack:
-        dce_tmp = stack.enter_context(atomic_output_dir(dce_folder, overwrite=True))
-        pre_tmp = stack.enter_context(atomic_output_dir(pre_folder, overwrite=True))
+    # both datasets in one atomic step: any error removes both, success moves both into place together; an old
+    # dataset with one of the ids under another name would shadow the new one in nnU-Net's id lookup, so it is
+    # retired (replaced only with --overwrite, and only if nnunet-ext wrote it)
+    retire = [c for c in clashes if c is not None and c not in (dce_folder, pre_folder)]
+    with atomic_output_dirs([dce_folder, pre_folder], overwrite=overwrite, inputs=[source], retire=retire,
+                            written_by=f"nnunet-ext convert {converter}") as (dce_tmp, pre_tmp):
         for tmp in (dce_tmp, pre_tmp):
             for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
                 (tmp / sub).mkdir()
@@ -350,11 +352,6 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
                                    "channels": [0]}}
         (dce_tmp / "dataset.json").write_text(json.dumps(dce_json, indent=2))
         (pre_tmp / "dataset.json").write_text(json.dumps(pre_json, indent=2))
-
-    # an old dataset with the same id but another name would shadow the new one in nnU-Net's id lookup
-    for clash in clashes:
-        if clash is not None and clash not in (dce_folder, pre_folder) and clash.exists():
-            shutil.rmtree(clash)
     return dce_folder, pre_folder
 
 

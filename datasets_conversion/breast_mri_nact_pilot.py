@@ -70,7 +70,7 @@ import numpy as np
 
 from nnunet_ext.errors import UserInputError
 
-from datasets_conversion._dce_common import (GEOMETRY_TOLERANCE_MM, CasePlan, LoadedCase, add_common_arguments,
+from nnunet_ext.datasets_conversion._dce_common import (GEOMETRY_TOLERANCE_MM, CasePlan, LoadedCase, add_common_arguments,
                                              cli_main, fmt_vector, raw_root_from, write_paired_datasets)
 
 CONVERTER = "datasets_conversion.breast_mri_nact_pilot"

@@ -27,7 +27,7 @@ import numpy as np
 
 from nnunet_ext.errors import UserInputError
 
-from datasets_conversion._dce_common import (CasePlan, LoadedCase, add_common_arguments, cli_main, raw_root_from,
+from nnunet_ext.datasets_conversion._dce_common import (CasePlan, LoadedCase, add_common_arguments, cli_main, raw_root_from,
                                              write_paired_datasets)
 
 CONVERTER = "datasets_conversion.dce_nifti_folder"

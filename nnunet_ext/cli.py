@@ -19,7 +19,7 @@ COMMANDS = {
                             "nnUNetv2_plan_and_preprocess that also accepts planners from nnunet-ext's planners/"),
     "evaluate": ("nnunet_ext.metrics.evaluate", "Dice/IoU/PPV/SEN/HD95/ASD of a prediction folder vs references"),
     "demo": ("nnunet_ext.demo", "end-to-end CPU demo: synth -> plan -> train -> predict -> evaluate -> report"),
-    "dkm": ("nnunet_ext.dkm_cli", "DKM tools (synthesize-post: post-contrast synthesis from pre-contrast)"),
+    "dkm": ("nnunet_ext.methods.dkm.cli", "DKM tools (synthesize-post: post-contrast synthesis from pre-contrast)"),
 }
 
 

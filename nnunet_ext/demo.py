@@ -102,7 +102,7 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
     facts = [("dataset", seg_raw.name),
              ("command", f"nnUNetv2_train {seg_id} 3d_fullres 0 -tr {trainer} -p {plans} -device cpu")]
     if dkm:
-        from nnunet_ext.dkm_cli import synthesize_post_folder
+        from nnunet_ext.methods.dkm.inference import synthesize_post_folder
         synthesis = synthesize_post_folder(folders[0] / "imagesTs", workspace / "post_synthesis",
                                            str(DEMO_DATASET_ID), "3d_fullres", "all", "DKMDiffusionTrainer_small",
                                            plans, reference_folder=folders[0] / "imagesTs")

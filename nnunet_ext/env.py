@@ -18,16 +18,24 @@ from pathlib import Path
 FAST_CPU_SETTINGS = {"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "2", "nnUNet_compile": "0"}
 
 
+def _plugin_folder(package: str) -> Path:
+    """Folder of a plugin package (``nnunet_ext.trainers`` / ``.planners``): the repository's top-level folder in an
+    editable install, ``site-packages/nnunet_ext/<name>`` in a wheel install."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{package} is not installed: reinstall nnunet-ext (pip install .)")
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+
+
 def trainers_folder() -> Path:
     """The folder ``nnUNet_extTrainer`` points at: thin modules that import our trainer classes."""
-    folder = Path(__file__).resolve().parent.parent / "trainers"
-    if not folder.is_dir():
-        raise RuntimeError(f"trainers folder not found at {folder}: install nnunet-ext editable (pip install -e .)")
-    return folder
+    return _plugin_folder("nnunet_ext.trainers")
 
 
 def planners_folder() -> Path:
-    return Path(__file__).resolve().parent.parent / "planners"
+    return _plugin_folder("nnunet_ext.planners")
 
 
 def environment(workspace: str | os.PathLike | None = None, keep_existing: bool = True) -> dict[str, str]:

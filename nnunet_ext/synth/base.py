@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from nnunet_ext.atomic import atomic_output_dir
+from nnunet_ext.atomic import atomic_output_dirs
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.imageio import write_image
 
@@ -82,64 +82,113 @@ def existing_dataset_with_id(raw_root: Path, dataset_id: int) -> Path | None:
     return None
 
 
+@dataclass
+class RawDatasetSpec:
+    """One nnU-Net raw dataset to write from phantom cases.
+
+    Args:
+        channels: subset of image channels to write (e.g. ``[0]`` for a pre-contrast-only copy); default all.
+        extra_json: additional dataset.json keys (nnU-Net ignores unknown keys).
+        unlabeled: training case ids whose label is withheld: nnU-Net needs a label file per training case, so they
+            get an all-background placeholder, and dataset.json lists them under ``unlabeled_cases``.
+    """
+
+    dataset_id: int
+    name: str
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    train: Sequence[tuple[str, PhantomCase]]
+    test: Sequence[tuple[str, PhantomCase]]
+    channels: Sequence[int] | None = None
+    extra_json: dict | None = None
+    unlabeled: Sequence[str] = ()
+
+
+def _check_spec(spec: RawDatasetSpec) -> None:
+    if not spec.train:
+        raise UserInputError("a dataset needs at least one training case")
+    for identifier, case in list(spec.train) + list(spec.test):
+        if len(case.images) != len(spec.channel_names):
+            raise UserInputError(f"case {identifier} has {len(case.images)} image channels but the dataset names "
+                                 f"{len(spec.channel_names)} ({', '.join(spec.channel_names.values())})")
+    unknown = set(spec.unlabeled) - {identifier for identifier, _ in spec.train}
+    if unknown:
+        raise UserInputError(f"unlabeled cases {sorted(unknown)} are not training cases of {spec.name}")
+
+
+def _write_dataset_files(folder: Path, spec: RawDatasetSpec) -> None:
+    channels = list(range(len(spec.train[0][1].images))) if spec.channels is None else list(spec.channels)
+    unlabeled = set(spec.unlabeled)
+    for split_name, cases in (("Tr", spec.train), ("Ts", spec.test)):
+        (folder / f"images{split_name}").mkdir()
+        (folder / f"labels{split_name}").mkdir()
+        for identifier, case in cases:
+            for out_channel, c in enumerate(channels):
+                write_image(folder / f"images{split_name}" / f"{identifier}_{out_channel:04d}{FILE_ENDING}",
+                            case.images[c].astype(np.float32), case.spacing)
+            label = np.zeros_like(case.label) if identifier in unlabeled else case.label
+            write_image(folder / f"labels{split_name}" / f"{identifier}{FILE_ENDING}", label.astype(np.uint8),
+                        case.spacing)
+            for key, arr in case.extras.items():
+                (folder / f"extras{split_name}").mkdir(exist_ok=True)
+                arr = np.asarray(arr)
+                # integer maps (e.g. a moving label) stay integer; fields are float32
+                arr = arr.astype(np.uint8 if arr.dtype.kind in "iub" and arr.max(initial=0) < 256 else np.float32)
+                write_image(folder / f"extras{split_name}" / f"{identifier}_{key}{FILE_ENDING}", arr, case.spacing,
+                            is_vector=arr.ndim == case.label.ndim + 1)
+    dataset_json = {
+        "channel_names": {str(i): spec.channel_names[str(c)] for i, c in enumerate(channels)},
+        "labels": spec.labels,
+        "numTraining": len(spec.train),
+        "file_ending": FILE_ENDING,
+        "name": spec.name,
+        "description": "synthetic phantom written by nnunet-ext synth (deterministic per seed)",
+        "reference": "nnunet-ext synthetic data",
+        "licence": "CC0 (synthetic)",
+    }
+    if unlabeled:
+        dataset_json["unlabeled_cases"] = sorted(unlabeled)
+        dataset_json["unlabeled_cases_note"] = ("labelsTr files of these cases are all-background placeholders "
+                                                "(nnU-Net needs one per case); do not train segmentation on them")
+    dataset_json.update(spec.extra_json or {})
+    (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+
+
+def write_raw_datasets(raw_root: str | os.PathLike, specs: Sequence[RawDatasetSpec], overwrite: bool = False,
+                       written_by: str = "nnunet-ext synth") -> list[Path]:
+    """Write several nnU-Net raw datasets in one atomic step (all appear together, or none) and return their folders.
+
+    An existing dataset with the same id (under any name) is replaced only with ``overwrite`` and only if nnunet-ext
+    wrote it (:mod:`nnunet_ext.atomic`); it is removed after the new datasets are in place.
+    """
+    raw_root = Path(raw_root)
+    folders, retire = [], []
+    for spec in specs:
+        folder = raw_root / dataset_folder_name(spec.dataset_id, spec.name)
+        clash = existing_dataset_with_id(raw_root, spec.dataset_id)
+        if clash is not None and not overwrite:
+            raise UserInputError(f"dataset id {spec.dataset_id} already exists at {clash} (pass --overwrite to "
+                                 f"replace it)")
+        if clash is not None and clash != folder:
+            retire.append(clash)
+        _check_spec(spec)
+        folders.append(folder)
+    if len({s.dataset_id for s in specs}) != len(specs):
+        raise UserInputError(f"dataset ids must differ, got {[s.dataset_id for s in specs]}")
+    with atomic_output_dirs(folders, overwrite=overwrite, written_by=written_by, retire=retire) as tmps:
+        for tmp, spec in zip(tmps, specs):
+            _write_dataset_files(tmp, spec)
+    return folders
+
+
 def write_raw_dataset(raw_root: str | os.PathLike, dataset_id: int, dataset_name: str,
                       channel_names: dict[str, str], labels: dict[str, int],
                       train: Sequence[tuple[str, PhantomCase]], test: Sequence[tuple[str, PhantomCase]],
                       overwrite: bool = False, channels: Sequence[int] | None = None,
                       extra_json: dict | None = None) -> Path:
-    """Write an nnU-Net raw dataset atomically and return its folder.
-
-    Args:
-        channels: subset of image channels to write (e.g. ``[0]`` for a pre-contrast-only copy); default all.
-        extra_json: additional dataset.json keys (nnU-Net ignores unknown keys).
-    """
-    raw_root = Path(raw_root)
-    folder = raw_root / dataset_folder_name(dataset_id, dataset_name)
-    clash = existing_dataset_with_id(raw_root, dataset_id)
-    if clash is not None and not overwrite:
-        raise UserInputError(f"dataset id {dataset_id} already exists at {clash} (pass --overwrite to replace it)")
-    if not train:
-        raise UserInputError("a dataset needs at least one training case")
-    n_channels = len(train[0][1].images)
-    for identifier, case in list(train) + list(test):
-        if len(case.images) != len(channel_names):
-            raise UserInputError(f"case {identifier} has {len(case.images)} image channels but the dataset names "
-                                 f"{len(channel_names)} ({', '.join(channel_names.values())})")
-    channels = list(range(n_channels)) if channels is None else list(channels)
-    with atomic_output_dir(folder, overwrite=True) as tmp:
-        for split_name, cases in (("Tr", train), ("Ts", test)):
-            (tmp / f"images{split_name}").mkdir()
-            (tmp / f"labels{split_name}").mkdir()
-            for identifier, case in cases:
-                for out_channel, c in enumerate(channels):
-                    write_image(tmp / f"images{split_name}" / f"{identifier}_{out_channel:04d}{FILE_ENDING}",
-                                case.images[c].astype(np.float32), case.spacing)
-                write_image(tmp / f"labels{split_name}" / f"{identifier}{FILE_ENDING}",
-                            case.label.astype(np.uint8), case.spacing)
-                for key, arr in case.extras.items():
-                    (tmp / f"extras{split_name}").mkdir(exist_ok=True)
-                    arr = np.asarray(arr)
-                    # integer maps (e.g. a moving label) stay integer; fields are float32
-                    arr = arr.astype(np.uint8 if arr.dtype.kind in "iub" and arr.max(initial=0) < 256 else
-                                     np.float32)
-                    write_image(tmp / f"extras{split_name}" / f"{identifier}_{key}{FILE_ENDING}", arr, case.spacing,
-                                is_vector=arr.ndim == case.label.ndim + 1)
-        dataset_json = {
-            "channel_names": {str(i): channel_names[str(c)] for i, c in enumerate(channels)},
-            "labels": labels,
-            "numTraining": len(train),
-            "file_ending": FILE_ENDING,
-            "name": dataset_name,
-            "description": "synthetic phantom written by nnunet-ext synth (deterministic per seed)",
-            "reference": "nnunet-ext synthetic data",
-            "licence": "CC0 (synthetic)",
-        }
-        dataset_json.update(extra_json or {})
-        (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
-    if clash is not None and clash != folder:  # an old dataset with this id but another name: drop it only now
-        import shutil
-        shutil.rmtree(clash)
-    return folder
+    """Write one nnU-Net raw dataset atomically (see :func:`write_raw_datasets`) and return its folder."""
+    spec = RawDatasetSpec(dataset_id, dataset_name, channel_names, labels, train, test, channels, extra_json)
+    return write_raw_datasets(raw_root, [spec], overwrite)[0]
 
 
 def generate_cases(kind: PhantomKind, n: int, split: int, seed: int,

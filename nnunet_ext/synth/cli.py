@@ -6,9 +6,10 @@ import importlib
 import os
 from pathlib import Path
 
+from nnunet_ext.atomic import check_replaceable
 from nnunet_ext.errors import UserInputError
-from nnunet_ext.synth.base import (REGISTRY, TEST, TRAIN, existing_dataset_with_id, generate_cases,
-                                   write_raw_dataset)
+from nnunet_ext.synth.base import (REGISTRY, TEST, TRAIN, RawDatasetSpec, dataset_folder_name,
+                                   existing_dataset_with_id, generate_cases, write_raw_datasets)
 
 KIND_MODULES = {
     "breast_dce": "nnunet_ext.synth.breast_dce",
@@ -53,30 +54,38 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
             raise UserInputError("--pre_only_id must differ from -d")
     if labeled_cases is not None and not 1 <= labeled_cases <= cases:
         raise UserInputError(f"--labeled_cases must be in 1..{cases}, got {labeled_cases}")
-    for i in ids:  # refuse before writing anything
+    for i in ids:  # refuse before generating anything (checked again when writing)
         clash = existing_dataset_with_id(raw_root, i)
         if clash is not None and not overwrite:
             raise UserInputError(f"dataset id {i} already exists at {clash} (pass --overwrite to replace it)")
+        if clash is not None:
+            check_replaceable(clash, overwrite, what="dataset")
 
     name = name or kind.dataset_name
     train = generate_cases(kind, cases, TRAIN, seed, options)
     test = generate_cases(kind, test_cases, TEST, seed, options)
-    written = []
-    dce_json = {"synth": {"kind": kind_name, "seed": seed, "cases": cases, "test_cases": test_cases}}
-    if pre_only_id is not None:
-        pre_name = f"{name}PreOnly"
-        dce_json["pre_only_dataset"] = f"Dataset{pre_only_id:03d}_{pre_name}"
     labels = kind.labels_with(options)
-    written.append(write_raw_dataset(raw_root, dataset_id, name, kind.channel_names, labels, train, test,
-                                     overwrite=overwrite, extra_json=dce_json))
-    if pre_only_id is not None:
+    synth_record = {"kind": kind_name, "seed": seed, "cases": cases, "test_cases": test_cases,
+                    "options": {k: list(v) if isinstance(v, tuple) else v for k, v in (options or {}).items()}}
+    if pre_only_id is None:
+        specs = [RawDatasetSpec(dataset_id, name, kind.channel_names, labels, train, test,
+                                extra_json={"synth": synth_record})]
+    else:
+        # The DKM pair: the DCE dataset (all channels, every case) trains the diffusion module, which uses no
+        # labels; the pre-contrast-only copy keeps the first k cases with their labels. Cases beyond k are
+        # unlabelled in the scenario, so the DCE dataset withholds their labels too.
         k = labeled_cases or cases
-        written.append(write_raw_dataset(
-            raw_root, pre_only_id, pre_name, kind.channel_names, labels, train[:k], test,
-            overwrite=overwrite, channels=[0],
-            extra_json={"paired_dce_dataset": written[0].name,
-                        "synth": {**dce_json["synth"], "labeled_cases": k, "channels": [0]}}))
-    return written
+        pre_name = f"{name}PreOnly"
+        specs = [
+            RawDatasetSpec(dataset_id, name, kind.channel_names, labels, train, test,
+                           extra_json={"synth": synth_record, "pre_only_dataset": dataset_folder_name(pre_only_id,
+                                                                                                       pre_name)},
+                           unlabeled=[identifier for identifier, _ in train[k:]]),
+            RawDatasetSpec(pre_only_id, pre_name, kind.channel_names, labels, train[:k], test, channels=[0],
+                           extra_json={"paired_dce_dataset": dataset_folder_name(dataset_id, name),
+                                       "synth": {**synth_record, "labeled_cases": k, "channels": [0]}}),
+        ]
+    return write_raw_datasets(raw_root, specs, overwrite=overwrite)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -5,9 +5,14 @@ Environment variables (read when the trainer is created, logged in the training 
 | variable | effect |
 | --- | --- |
 | ``nnUNet_ext_seed`` | seed for python/numpy/torch (default 0); set before the network is built |
-| ``nnUNet_ext_deterministic=1`` | ``torch.use_deterministic_algorithms(True)`` and augmentation in the main process |
+| ``nnUNet_ext_deterministic=1`` | ``torch.use_deterministic_algorithms(True)`` (and, on CUDA, cuDNN deterministic and
+  ``CUBLAS_WORKSPACE_CONFIG=:4096:8``) and augmentation in the main process |
 | ``nnUNet_ext_epochs`` / ``nnUNet_ext_iters`` / ``nnUNet_ext_val_iters`` | override the schedule (benchmarks give every
   model the same budget this way) |
+
+Trainers that override ``train_step`` call :meth:`ExtTrainerBase.backward_and_step` (nnU-Net's GradScaler logic) and
+reach submodules through :attr:`ExtTrainerBase.network_module` (unwraps DDP and ``torch.compile``), so they stay
+correct on CUDA, under AMP and under DDP.
 """
 from __future__ import annotations
 
@@ -17,11 +22,32 @@ import random
 import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch import nn
 
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel and ``torch.compile`` wrappers (in the order nnU-Net applies them)."""
+    from torch._dynamo import OptimizedModule
+
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    if isinstance(network, OptimizedModule):
+        network = network._orig_mod
+    return network
+
+
+def enable_deterministic_algorithms() -> None:
+    """Deterministic kernels on CPU and CUDA. cuBLAS needs its workspace config set before the first CUDA matmul,
+    otherwise ``use_deterministic_algorithms`` raises on CUDA."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
 
 
 def seed_everything(seed: int) -> None:
@@ -62,8 +88,28 @@ class ExtTrainerBase(nnUNetTrainer):
             # seed before the network is built so initial weights are reproducible
             seed_everything(self.seed)
             if self.deterministic:
-                torch.use_deterministic_algorithms(True)
+                enable_deterministic_algorithms()
         super().initialize()
+
+    @property
+    def network_module(self) -> nn.Module:
+        """The network itself, whatever nnU-Net wrapped it in (DDP, ``torch.compile``): use it to reach submodules
+        or custom methods, e.g. ``self.network_module.dm``."""
+        return unwrap_network(self.network)
+
+    def backward_and_step(self, loss: torch.Tensor) -> None:
+        """Backward pass, gradient clipping (norm 12) and optimizer step exactly as ``nnUNetTrainer.train_step``:
+        through nnU-Net's ``GradScaler`` on CUDA (fp16 autocast), plainly on CPU."""
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
 
     def get_dataloaders(self):
         if not self.deterministic:

@@ -1,10 +1,10 @@
-"""Tests for nnunet_ext.networks.dkm: DM noise predictor + kinetic code, kinetic/up blocks, DKM segmentation net."""
+"""Tests for nnunet_ext.methods.dkm.network: DM noise predictor + kinetic code, kinetic/up blocks, DKM segmentation net."""
 import pytest
 import torch
 
 pytest.importorskip("monai")
 
-from nnunet_ext.networks.dkm import (  # noqa: E402
+from nnunet_ext.methods.dkm.network import (  # noqa: E402
     DiffusionUNet,
     DKMSegmentationNet,
     KineticBlock,

@@ -1,4 +1,4 @@
-"""Tests of datasets_conversion.breast_mri_nact_pilot on small fake TCIA trees written with pydicom.
+"""Tests of nnunet_ext.datasets_conversion.breast_mri_nact_pilot on small fake TCIA trees written with pydicom.
 
 The fake trees mimic the documented layout: ``UCSF-BR-XX/<study>/<series>/*.dcm``, one sagittal multi-phase DCE
 series (pre + 2 post-contrast time points in one series), derived PE1/SER maps, a breast tissue SEG and a tumour SEG
@@ -20,9 +20,10 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 sitk = pytest.importorskip("SimpleITK")
 
+from nnunet_ext.atomic import MARKER  # noqa: E402
 from nnunet_ext.errors import UserInputError  # noqa: E402
 
-from datasets_conversion import breast_mri_nact_pilot as nact  # noqa: E402
+from nnunet_ext.datasets_conversion import breast_mri_nact_pilot as nact  # noqa: E402
 
 SHAPE = (4, 8, 8)  # slices, rows, columns
 ROW_COSINE = np.array([0.0, 1.0, 0.0])     # sagittal: rows run anterior -> posterior
@@ -453,7 +454,10 @@ def test_existing_dataset_id_is_refused_unless_overwrite(tmp_path):
     (raw / "Dataset012_Other").mkdir(parents=True)
     with pytest.raises(UserInputError, match="dataset id 12 already exists"):
         convert(src, raw, test_fraction=0.0)
+    with pytest.raises(UserInputError, match="refusing to replace .*Dataset012_Other"):
+        convert(src, raw, test_fraction=0.0, overwrite=True)  # not written by nnunet-ext: never replaced
     assert sorted(p.name for p in raw.iterdir()) == ["Dataset012_Other"]
+    (raw / "Dataset012_Other" / MARKER).write_text("{}")
     convert(src, raw, test_fraction=0.0, overwrite=True)
     assert sorted(p.name for p in raw.iterdir()) == ["Dataset011_BreastMRINACTPilot",
                                                        "Dataset012_BreastMRINACTPilotPreOnly"]

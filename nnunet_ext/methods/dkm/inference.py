@@ -1,21 +1,45 @@
-"""``nnunet-ext dkm synthesize-post``: post-contrast images predicted from pre-contrast images by a trained DKM
-diffusion module (Sect. 2.1), with PSNR/SSIM against real post-contrast images when given.
-
-The raw pre-contrast image goes through nnU-Net's own preprocessing (plans of the DM's training), the DM's one-step
-synthesis runs by sliding windows (``nnunet_ext.training.dkm.synthesize_volume``), and the result is mapped back to
-the input's geometry (resample -> uncrop -> transpose back, as nnU-Net exports predictions). Output intensities are
-in the units the DM learned: the z-scored post-contrast phase (nnU-Net's per-image ZScore normalization); the
-reference is z-scored the same way before PSNR/SSIM.
-"""
+"""DKM inference helpers: sliding-window post-contrast synthesis with a trained diffusion module (Sect. 2.1) and its
+image-similarity metrics, for validation, ``nnunet-ext dkm synthesize-post`` and the benchmarks."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.methods.dkm.diffusion import LinearDiffusionSchedule
+
+
+def synthesize_volume(dm: nn.Module, schedule: LinearDiffusionSchedule, pre: torch.Tensor,
+                      patch_size: Sequence[int], timesteps: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Post-contrast estimate of a preprocessed pre-contrast volume ``pre`` (Z, Y, X) (or (Y, X)), by
+    Gaussian-weighted sliding windows of the DM's one-step synthesis (:meth:`LinearDiffusionSchedule.synthesize_post`).
+    A 2D DM (``len(patch_size) == 2``) runs slice by slice over Z."""
+    from monai.inferers import sliding_window_inference
+
+    def window(x: torch.Tensor) -> torch.Tensor:
+        return schedule.synthesize_post(dm, x, timesteps, seed=seed)
+
+    batch = pre[:, None] if len(patch_size) == 2 and pre.ndim == 3 else pre[None, None]
+    roi = [min(p, s) for p, s in zip(patch_size, batch.shape[2:])]
+    with torch.no_grad():
+        out = sliding_window_inference(batch, roi, 1, window, overlap=0.5, mode="gaussian")
+    return out[:, 0] if len(patch_size) == 2 and pre.ndim == 3 else out[0, 0]
+
+
+def image_similarity(estimate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """PSNR and SSIM (skimage, data range of the reference) of a synthesized image."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    data_range = float(reference.max() - reference.min()) or 1.0
+    small_axis = min(reference.shape)
+    win = min(7, small_axis if small_axis % 2 else small_axis - 1)
+    return {"PSNR": float(peak_signal_noise_ratio(reference, estimate, data_range=data_range)),
+            "SSIM": float(structural_similarity(reference, estimate, data_range=data_range, win_size=win))}
 
 
 def _model_folder(dataset: str, configuration: str, trainer: str, plans: str) -> Path:
@@ -42,11 +66,14 @@ def zscore(x: np.ndarray) -> np.ndarray:
 def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, dataset: str, configuration: str,
                            fold: str = "all", trainer: str = "DKMDiffusionTrainer_small", plans: str = "nnUNetPlansCPU",
                            reference_folder: str | Path | None = None, timesteps=(50, 100, 200),
-                           checkpoint: str = "checkpoint_final.pth", device: str = "cpu") -> dict:
+                           checkpoint: str = "checkpoint_final.pth", device: str = "cpu",
+                           overwrite: bool = False) -> dict:
     """Synthesize ``<case>_0000`` (pre-contrast) images of ``input_folder`` into ``output_folder/<case>.nii.gz``.
 
     ``reference_folder`` holds real post-contrast images named ``<case>.nii.gz`` or ``<case>_XXXX.nii.gz`` (the last
     channel of an nnU-Net images folder is used); then a ``metrics.json`` with per-case and mean PSNR/SSIM is written.
+    ``output_folder`` must not exist (or, with ``overwrite``, be an earlier nnunet-ext output) and must not equal,
+    contain or lie inside the input or reference folders.
     """
     import SimpleITK as sitk
     import torch
@@ -54,14 +81,15 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 
-    from nnunet_ext.atomic import atomic_output_dir
-    from nnunet_ext.diffusion import LinearDiffusionSchedule
+    from nnunet_ext.atomic import atomic_output_dir, check_disjoint, check_replaceable
     from nnunet_ext.imageio import read_image
-    from nnunet_ext.training.dkm import image_similarity, synthesize_volume
 
     input_folder, output_folder = Path(input_folder), Path(output_folder)
     if not input_folder.is_dir():
         raise UserInputError(f"input folder does not exist: {input_folder}")
+    inputs = [input_folder, reference_folder]
+    check_disjoint(output_folder, inputs, role="-o")
+    check_replaceable(output_folder, overwrite, what="-o")
     files = sorted(input_folder.glob("*_0000.nii.gz"))
     if not files:
         raise UserInputError(f"no pre-contrast images (*_0000.nii.gz) in {input_folder}")
@@ -86,7 +114,8 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
     plans_manager, config = predictor.plans_manager, predictor.configuration_manager
     preprocessor = DefaultPreprocessor(verbose=False)
     metrics = {}
-    with atomic_output_dir(output_folder, overwrite=True) as tmp:
+    with atomic_output_dir(output_folder, overwrite=overwrite, inputs=inputs,
+                           written_by="nnunet-ext dkm synthesize-post") as tmp:
         for f in files:
             case = f.name[:-len("_0000.nii.gz")]
             data, _, props = preprocessor.run_case([str(f)], None, plans_manager, config, predictor.dataset_json)
@@ -116,27 +145,3 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
     return metrics
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", required=True)
-    s = sub.add_parser("synthesize-post", help="predict post-contrast images from pre-contrast images")
-    s.add_argument("-i", required=True, help="folder with pre-contrast images <case>_0000.nii.gz")
-    s.add_argument("-o", required=True, help="output folder (<case>.nii.gz, metrics.json with --reference)")
-    s.add_argument("-d", required=True, help="dataset (id or name) the diffusion module was trained on")
-    s.add_argument("-c", default="3d_fullres", help="configuration")
-    s.add_argument("-f", default="all", help="fold of the diffusion module (default all)")
-    s.add_argument("-tr", default="DKMDiffusionTrainer_small", help="diffusion module trainer")
-    s.add_argument("-p", default="nnUNetPlansCPU", help="plans identifier")
-    s.add_argument("--reference", default=None, help="folder with real post-contrast images for PSNR/SSIM")
-    s.add_argument("--timesteps", type=int, nargs="+", default=[50, 100, 200],
-                   help="timesteps averaged by the one-step synthesis")
-    s.add_argument("-device", default="cpu")
-
-
-def run(args: argparse.Namespace) -> int:
-    metrics = synthesize_post_folder(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.reference,
-                                     tuple(args.timesteps), device=args.device)
-    if metrics:
-        for case, m in metrics.items():
-            print(f"{case}: PSNR {m['PSNR']:.2f} dB  SSIM {m['SSIM']:.3f}")
-    print(f"wrote {args.o}")
-    return 0

@@ -38,9 +38,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import nn
 
-from nnunet_ext.diffusion import LinearDiffusionSchedule
 from nnunet_ext.losses.ssim import SSIMLoss, global_ssim
-from nnunet_ext.networks.dkm import DiffusionUNet, DKMSegmentationNet
+from nnunet_ext.methods.dkm.diffusion import LinearDiffusionSchedule
+from nnunet_ext.methods.dkm.inference import image_similarity, synthesize_volume
+from nnunet_ext.methods.dkm.network import DiffusionUNet, DKMSegmentationNet
 from nnunet_ext.training.base import ExtTrainerBase
 
 
@@ -62,34 +63,6 @@ class _NoAugmentation:
         rotation, dummy_2d, _, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, self.configuration_manager.patch_size, None
-
-
-def synthesize_volume(dm: nn.Module, schedule: LinearDiffusionSchedule, pre: torch.Tensor,
-                      patch_size: Sequence[int], timesteps: Sequence[int], seed: int = 0) -> torch.Tensor:
-    """Post-contrast estimate of a preprocessed pre-contrast volume ``pre`` (Z, Y, X) (or (Y, X)), by
-    Gaussian-weighted sliding windows of the DM's one-step synthesis (:meth:`LinearDiffusionSchedule.synthesize_post`).
-    A 2D DM (``len(patch_size) == 2``) runs slice by slice over Z."""
-    from monai.inferers import sliding_window_inference
-
-    def window(x: torch.Tensor) -> torch.Tensor:
-        return schedule.synthesize_post(dm, x, timesteps, seed=seed)
-
-    batch = pre[:, None] if len(patch_size) == 2 and pre.ndim == 3 else pre[None, None]
-    roi = [min(p, s) for p, s in zip(patch_size, batch.shape[2:])]
-    with torch.no_grad():
-        out = sliding_window_inference(batch, roi, 1, window, overlap=0.5, mode="gaussian")
-    return out[:, 0] if len(patch_size) == 2 and pre.ndim == 3 else out[0, 0]
-
-
-def image_similarity(estimate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """PSNR and SSIM (skimage, data range of the reference) of a synthesized image."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    data_range = float(reference.max() - reference.min()) or 1.0
-    small_axis = min(reference.shape)
-    win = min(7, small_axis if small_axis % 2 else small_axis - 1)
-    return {"PSNR": float(peak_signal_noise_ratio(reference, estimate, data_range=data_range)),
-            "SSIM": float(structural_similarity(reference, estimate, data_range=data_range, win_size=win))}
 
 
 class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):

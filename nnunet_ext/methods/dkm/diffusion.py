@@ -248,7 +248,7 @@ class LinearDiffusionSchedule(nn.Module):
         reduces its variance.
 
         Args:
-            eps_model: callable ``eps_model(x_t, t)`` (e.g. :class:`nnunet_ext.networks.dkm.DiffusionUNet` in eval
+            eps_model: callable ``eps_model(x_t, t)`` (e.g. :class:`nnunet_ext.methods.dkm.network.DiffusionUNet` in eval
                 mode).
             pre: pre-contrast image (B, 1, *spatial).
             timesteps: 0-based timesteps to average over.

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_ext.diffusion import LinearDiffusionSchedule, fixed_noise_like
+from nnunet_ext.methods.dkm.diffusion import LinearDiffusionSchedule, fixed_noise_like
 
 #: Default DM timestep for kinetic-code extraction (0-based). With the DKM schedule abar_100 ~ 0.94, i.e. the noisy
 #: input keeps ~97 % of the pre-contrast amplitude and ~24 % noise std: small enough that the pre-contrast content

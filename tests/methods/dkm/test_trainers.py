@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nnunet_ext.losses.ssim import SSIMLoss
-from nnunet_ext.training import dkm
+from nnunet_ext.methods.dkm import trainers as dkm
 
 
 def _config(patch):

@@ -1,4 +1,4 @@
-"""Tests of datasets_conversion.dce_nifti_folder on tiny NIfTI folders (CASE_pre/postK/seg.nii.gz)."""
+"""Tests of nnunet_ext.datasets_conversion.dce_nifti_folder on tiny NIfTI folders (CASE_pre/postK/seg.nii.gz)."""
 from __future__ import annotations
 
 import hashlib
@@ -14,9 +14,10 @@ import pytest
 
 sitk = pytest.importorskip("SimpleITK")
 
+from nnunet_ext.atomic import MARKER  # noqa: E402
 from nnunet_ext.errors import UserInputError  # noqa: E402
 
-from datasets_conversion import dce_nifti_folder as converter  # noqa: E402
+from nnunet_ext.datasets_conversion import dce_nifti_folder as converter  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (4, 8, 8)
@@ -236,7 +237,11 @@ def test_existing_dataset_id_is_refused_unless_overwrite(tmp_path):
     (raw / "Dataset031_Old" / "keep.txt").write_text("old")
     with pytest.raises(UserInputError, match="dataset id 31 already exists"):
         convert(src, raw)
+    # not written by nnunet-ext: never replaced, even with --overwrite
+    with pytest.raises(UserInputError, match="refusing to replace .*Dataset031_Old"):
+        convert(src, raw, overwrite=True)
     assert sorted(p.name for p in raw.iterdir()) == ["Dataset031_Old"]
+    (raw / "Dataset031_Old" / MARKER).write_text("{}")  # an earlier nnunet-ext output may be replaced
     convert(src, raw, overwrite=True)
     assert sorted(p.name for p in raw.iterdir()) == ["Dataset031_DCENifti", "Dataset032_DCENiftiPreOnly"]
 
@@ -253,7 +258,7 @@ def test_output_inside_source_is_refused(tmp_path):
 def test_cli_module_runs(tmp_path):
     src = tmp_path / "src"
     write_folder(src, n_post=1)
-    command = [sys.executable, "-m", "datasets_conversion.dce_nifti_folder", "-i", str(src), "-d", "41",
+    command = [sys.executable, "-m", "nnunet_ext.datasets_conversion.dce_nifti_folder", "-i", str(src), "-d", "41",
                "--pre_only_id", "42", "--raw", str(tmp_path / "raw"), "--name", "Tiny", "--test_fraction", "0"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -1,8 +1,8 @@
-"""Tests for nnunet_ext.diffusion: the DKM schedule and DDPM formulas (Eq. 1-4, Eq. 6), checked against MONAI."""
+"""Tests for nnunet_ext.methods.dkm.diffusion: the DKM schedule and DDPM formulas (Eq. 1-4, Eq. 6), checked against MONAI."""
 import pytest
 import torch
 
-from nnunet_ext.diffusion import LinearDiffusionSchedule, fixed_noise_like
+from nnunet_ext.methods.dkm.diffusion import LinearDiffusionSchedule, fixed_noise_like
 
 torch.set_num_threads(1)
 

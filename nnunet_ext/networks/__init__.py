@@ -1,1 +1,0 @@
-"""Network architectures of the methods in nnunet-ext (one module per method)."""
