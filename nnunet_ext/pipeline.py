@@ -52,20 +52,42 @@ def run_logged(cmd: Sequence[str], env: Mapping[str, str], log_file: str | os.Pa
         raise RuntimeError(f"command failed (exit {code}): {' '.join(cmd)}\nlog: {log_file}\n{tail}")
 
 
+def default_device() -> str:
+    """``cuda`` when a CUDA device is visible, else ``cpu`` (the value pipelines pass to nnU-Net's ``-device``)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> str:
+    """Validate a ``-device`` value the way ``nnUNetv2_train`` accepts it (cpu, cuda, mps), with a one-line error
+    for an unknown name or a CUDA/MPS device this machine does not have."""
+    import torch
+
+    if device not in ("cpu", "cuda", "mps"):
+        raise UserInputError(f"-device must be cpu, cuda or mps, got '{device}'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("-device cuda: no CUDA device is available on this machine (use -device cpu)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError("-device mps: no MPS device is available on this machine (use -device cpu)")
+    return device
+
+
 def train(dataset_id: int, configuration: str, fold: int | str, trainer: str, plans: str,
           env: Mapping[str, str], log_file: str | os.PathLike, total_epochs: int | None = None,
-          extra: Sequence[str] = ()) -> None:
+          extra: Sequence[str] = (), device: str = "cpu") -> None:
     cmd = [nnunet_command("nnUNetv2_train"), str(dataset_id), configuration, str(fold), "-tr", trainer, "-p", plans,
-           "-device", "cpu", *extra]
+           "-device", device, *extra]
     run_logged(cmd, env, log_file, total_epochs, desc=f"train {trainer} fold {fold}")
 
 
 def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, dataset_id: int,
             configuration: str, folds: Sequence[int | str], trainer: str, plans: str,
-            env: Mapping[str, str], log_file: str | os.PathLike, extra: Sequence[str] = ()) -> None:
+            env: Mapping[str, str], log_file: str | os.PathLike, extra: Sequence[str] = (),
+            device: str = "cpu") -> None:
     if not Path(input_folder).is_dir():
         raise UserInputError(f"prediction input folder does not exist: {input_folder}")
     cmd = [nnunet_command("nnUNetv2_predict"), "-i", str(input_folder), "-o", str(output_folder),
            "-d", str(dataset_id), "-c", configuration, "-f", *[str(f) for f in folds], "-tr", trainer, "-p", plans,
-           "-device", "cpu", "--disable_tta", "-npp", "1", "-nps", "1", *extra]
+           "-device", device, "--disable_tta", "-npp", "1", "-nps", "1", *extra]
     run_logged(cmd, env, log_file)
