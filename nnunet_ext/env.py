@@ -24,9 +24,13 @@ def _plugin_folder(package: str) -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"{package} is not installed: reinstall nnunet-ext (pip install .)")
-    return Path(list(spec.submodule_search_locations)[0]).resolve()
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]).resolve()
+    # a source checkout on PYTHONPATH without installation: the folder sits at the repository root
+    in_checkout = Path(__file__).resolve().parents[1] / package.rsplit(".", 1)[-1]
+    if in_checkout.is_dir():
+        return in_checkout
+    raise RuntimeError(f"{package} is not installed: reinstall nnunet-ext (pip install .)")
 
 
 def trainers_folder() -> Path:
