@@ -2,10 +2,14 @@
 
 Usage: ``eval "$(nnunet-ext env)"``. Paths default to a workspace folder (``--workspace``, else
 ``$NNUNET_EXT_WORKSPACE``, else ``./workspace``); already-set ``nnUNet_raw``/``_preprocessed``/``_results`` win unless
-``--workspace`` is given explicitly. The CPU settings are the measured fast ones (shared/NNUNET_PLUGIN_NOTES.md):
+``--workspace`` is given explicitly.
+
+CPU settings are exported only when no CUDA device is present (or with ``--cpu``); on a GPU machine nnU-Net's own
+defaults stay in force. They are the measured fast ones on a small CPU machine (shared/NNUNET_PLUGIN_NOTES.md):
 - ``nnUNet_n_proc_DA=1``: one augmentation worker; 0 would crash planning (``torch.set_num_threads(0)``). nnunet-ext
   trainers switch to in-process augmentation themselves when ``nnUNet_ext_deterministic=1``.
-- ``nnUNet_def_n_proc=2``: sizes export/metric pools for 2 cores (default 8 made a fold 2x slower).
+- ``nnUNet_def_n_proc``: the number of cores, at most nnU-Net's default 8; sizes export/metric pools (nnU-Net's 8 on
+  a 2-core machine made a fold 2x slower).
 - ``nnUNet_compile=0``: torch.compile on CPU made the predictor 2x slower.
 """
 from __future__ import annotations
@@ -15,7 +19,14 @@ import os
 import shlex
 from pathlib import Path
 
-FAST_CPU_SETTINGS = {"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "2", "nnUNet_compile": "0"}
+FAST_CPU_SETTINGS = {"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": str(max(1, min(os.cpu_count() or 1, 8))),
+                     "nnUNet_compile": "0"}
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _plugin_folder(package: str) -> Path:
@@ -42,8 +53,13 @@ def planners_folder() -> Path:
     return _plugin_folder("nnunet_ext.planners")
 
 
-def environment(workspace: str | os.PathLike | None = None, keep_existing: bool = True) -> dict[str, str]:
-    """The variables ``nnunet-ext env`` exports, as a dict (also used by tests and the demo)."""
+def environment(workspace: str | os.PathLike | None = None, keep_existing: bool = True,
+                cpu: bool | None = None) -> dict[str, str]:
+    """The variables ``nnunet-ext env`` exports, as a dict (also used by tests and the demo).
+
+    Args:
+        cpu: add :data:`FAST_CPU_SETTINGS`; default: when no CUDA device is available.
+    """
     ws = Path(workspace or os.environ.get("NNUNET_EXT_WORKSPACE") or "workspace").resolve()
     env = {}
     for var, sub in (("nnUNet_raw", "nnUNet_raw"), ("nnUNet_preprocessed", "nnUNet_preprocessed"),
@@ -53,8 +69,9 @@ def environment(workspace: str | os.PathLike | None = None, keep_existing: bool 
     ours = str(trainers_folder())
     parts = [p for p in existing.split(os.pathsep) if p and p != ours]
     env["nnUNet_extTrainer"] = os.pathsep.join([ours] + parts)
-    for var, value in FAST_CPU_SETTINGS.items():
-        env[var] = os.environ[var] if keep_existing and os.environ.get(var) else value
+    if cpu if cpu is not None else not cuda_available():
+        for var, value in FAST_CPU_SETTINGS.items():
+            env[var] = os.environ[var] if keep_existing and os.environ.get(var) else value
     return env
 
 
@@ -62,10 +79,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", default=None,
                    help="folder holding nnUNet_raw/, nnUNet_preprocessed/, nnUNet_results/ (overrides those "
                         "variables if set); default $NNUNET_EXT_WORKSPACE or ./workspace")
+    p.add_argument("--cpu", action="store_true",
+                   help="export the CPU settings even if a CUDA device is present (default: only without one)")
 
 
 def run(args: argparse.Namespace) -> int:
-    env = environment(args.workspace, keep_existing=args.workspace is None)
+    env = environment(args.workspace, keep_existing=args.workspace is None, cpu=True if args.cpu else None)
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         Path(env[var]).mkdir(parents=True, exist_ok=True)
     for var, value in env.items():

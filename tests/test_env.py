@@ -2,17 +2,31 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from nnunet_ext import env as env_module
 from nnunet_ext.env import FAST_CPU_SETTINGS, environment, trainers_folder
 
 
 def test_environment_points_at_trainers_and_workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("nnUNet_raw", raising=False)
-    env = environment(tmp_path, keep_existing=False)
+    env = environment(tmp_path, keep_existing=False, cpu=True)
     assert env["nnUNet_raw"] == str(tmp_path.resolve() / "nnUNet_raw")
     assert env["nnUNet_results"] == str(tmp_path.resolve() / "nnUNet_results")
     assert env["nnUNet_extTrainer"].split(os.pathsep)[0] == str(trainers_folder())
     for k, v in FAST_CPU_SETTINGS.items():
         assert env[k] == v
+
+
+@pytest.mark.parametrize("cuda,cpu_flag,throttled", [
+    (False, None, True), (True, None, False), (True, True, True), (False, False, False)])
+def test_cpu_settings_only_without_cuda_or_when_asked(tmp_path, monkeypatch, cuda, cpu_flag, throttled):
+    monkeypatch.setattr(env_module, "cuda_available", lambda: cuda)
+    for var in FAST_CPU_SETTINGS:
+        monkeypatch.delenv(var, raising=False)
+    env = environment(tmp_path, keep_existing=False, cpu=cpu_flag)
+    assert all((var in env) == throttled for var in FAST_CPU_SETTINGS)
+    assert FAST_CPU_SETTINGS["nnUNet_def_n_proc"] == str(min(os.cpu_count(), 8))
 
 
 def test_existing_paths_win_unless_workspace_given(tmp_path, monkeypatch):
@@ -25,7 +39,7 @@ def test_existing_paths_win_unless_workspace_given(tmp_path, monkeypatch):
 
 
 def test_env_command_prints_evaluable_exports(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "env", "--workspace", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "env", "--workspace", str(tmp_path), "--cpu"],
                          capture_output=True, text=True, check=True).stdout
     script = out + "\necho \"$nnUNet_results|$nnUNet_extTrainer|$nnUNet_compile\"\n"
     echoed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.strip()

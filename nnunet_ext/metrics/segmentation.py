@@ -35,6 +35,12 @@ Empty masks (R = reference, P = prediction). NaN means "undefined": it is skippe
 
 Dice/IoU NaN for two empty masks is nnU-Net's convention (``evaluate_predictions.compute_metrics``). For two empty
 masks MONAI returns NaN distances; here they are 0.0 (both surfaces are empty, so they agree perfectly).
+
+Undefined distances and means: a NaN HD95/ASD is skipped by a NaN-ignoring mean, so a missed lesion would *improve*
+the mean HD95. ``nnunet-ext evaluate`` therefore reports, next to every HD95/ASD mean, how many cases were undefined
+(exactly one mask empty), and offers a documented penalty instead of NaN: ``undefined_distance`` = the image
+diagonal in mm (:func:`image_diagonal_mm`), the largest distance two voxels of the image can have, which is what
+``--distance_penalty diagonal`` uses.
 """
 from __future__ import annotations
 
@@ -153,14 +159,23 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing: Se
     return distance_to_ref[surface_pred], distance_to_pred[surface_ref]
 
 
+def image_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """Distance in mm between the centres of two opposite corner voxels: the largest distance within the image,
+    used as the penalty for an undefined HD95/ASD."""
+    spacing = _check_spacing(spacing, len(shape))
+    return float(math.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(shape, spacing))))
+
+
 def _distance_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                      connectivity: int) -> tuple[float, float]:
+                      connectivity: int, undefined_distance: float | None = None) -> tuple[float, float]:
     """(HD95, ASD) with the empty-mask conventions of the module docstring."""
     has_ref, has_pred = bool(reference.any()), bool(prediction.any())
     if not has_ref and not has_pred:
         return 0.0, 0.0
     if has_ref != has_pred:
-        return math.nan, math.nan  # infinite distance; NaN so that JSON can hold it
+        # infinite distance: NaN (JSON has no inf), or the caller's penalty
+        value = math.nan if undefined_distance is None else float(undefined_distance)
+        return value, value
     pred_to_ref, ref_to_pred = surface_distances(reference, prediction, spacing, connectivity)
     hd95 = max(np.percentile(pred_to_ref, 95), np.percentile(ref_to_pred, 95))
     asd = (pred_to_ref.sum() + ref_to_pred.sum()) / (pred_to_ref.size + ref_to_pred.size)
@@ -197,8 +212,10 @@ def empty_label_metrics(n_voxels: int) -> dict:
 
 
 def binary_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-                   connectivity: int = 1) -> dict:
-    """All metrics of :data:`METRIC_NAMES` for one pair of binary masks (distances in mm)."""
+                   connectivity: int = 1, undefined_distance: float | None = None) -> dict:
+    """All metrics of :data:`METRIC_NAMES` for one pair of binary masks (distances in mm).
+
+    ``undefined_distance``: HD95/ASD when exactly one mask is empty (default NaN; see the module docstring)."""
     reference = np.asarray(reference, dtype=bool)
     prediction = np.asarray(prediction, dtype=bool)
     if reference.shape != prediction.shape:
@@ -207,14 +224,15 @@ def binary_metrics(reference: np.ndarray, prediction: np.ndarray, spacing: Seque
     tp, fp, fn, tn = confusion_counts(reference, prediction)
     if tp + fp + fn == 0:
         return empty_label_metrics(reference.size)
-    hd, asd = _distance_metrics(reference, prediction, spacing, connectivity)
+    hd, asd = _distance_metrics(reference, prediction, spacing, connectivity, undefined_distance)
     return {"Dice": _ratio(2 * tp, 2 * tp + fp + fn), "IoU": _ratio(tp, tp + fp + fn),
             "PPV": _ratio(tp, tp + fp), "SEN": _ratio(tp, tp + fn), "HD95": hd, "ASD": asd,
             "TP": tp, "FP": fp, "FN": fn, "TN": tn, "n_pred": tp + fp, "n_ref": tp + fn}
 
 
 def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: Sequence[int],
-                         spacing: Sequence[float], connectivity: int = 1) -> dict[int, dict]:
+                         spacing: Sequence[float], connectivity: int = 1,
+                         undefined_distance: float | None = None) -> dict[int, dict]:
     """Per-label metrics of one case, as nnU-Net's ``compute_metrics`` plus PPV, SEN, HD95 and ASD.
 
     Args:
@@ -223,6 +241,7 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: 
         labels: label values to evaluate; each is compared as the binary mask ``map == label``.
         spacing: voxel size in mm in the array's axis order.
         connectivity: surface definition, see :func:`surface_voxels`.
+        undefined_distance: HD95/ASD of a label whose reference or prediction (not both) is empty; default NaN.
 
     Returns:
         ``{label: {"Dice", "IoU", "PPV", "SEN", "HD95", "ASD", "TP", "FP", "FN", "TN", "n_pred", "n_ref"}}``.
@@ -231,5 +250,10 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: 
     prediction = np.asarray(prediction)
     if reference.shape != prediction.shape:
         raise ValueError(f"label map shapes differ: reference {reference.shape}, prediction {prediction.shape}")
-    return {int(label): binary_metrics(reference == label, prediction == label, spacing, connectivity)
-            for label in labels}
+    return {int(label): binary_metrics(reference == label, prediction == label, spacing, connectivity,
+                                       undefined_distance) for label in labels}
+
+
+def distance_undefined(metrics: dict) -> bool:
+    """True if exactly one of the two masks behind a per-label result was empty (HD95/ASD undefined)."""
+    return (metrics["n_ref"] == 0) != (metrics["n_pred"] == 0)

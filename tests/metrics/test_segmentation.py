@@ -6,8 +6,9 @@ import pytest
 from scipy import ndimage
 
 from nnunet_ext.metrics.segmentation import (METRIC_NAMES, average_symmetric_surface_distance, binary_metrics,
-                                             compute_case_metrics, confusion_counts, dice, hd95, jaccard,
-                                             precision, sensitivity, surface_distances, surface_voxels)
+                                             compute_case_metrics, confusion_counts, dice, distance_undefined,
+                                             hd95, image_diagonal_mm, jaccard, precision, sensitivity,
+                                             surface_distances, surface_voxels)
 
 
 def _mask(shape, *voxels):
@@ -146,6 +147,24 @@ def test_empty_mask_conventions(reference, prediction, expected):
                                                                                                  nan_ok=True)
 
 
+@pytest.mark.parametrize("reference, prediction, undefined", [
+    (EMPTY, EMPTY, False), (FILLED, EMPTY, True), (EMPTY, FILLED, True), (FILLED, FILLED, False)])
+def test_undefined_distance_penalty_and_flag(reference, prediction, undefined):
+    spacing = (1.0, 2.0)
+    diagonal = image_diagonal_mm(reference.shape, spacing)
+    assert diagonal == pytest.approx(math.hypot(5 * 1.0, 5 * 2.0))  # corner voxel centres of a 6x6 image
+    plain = binary_metrics(reference, prediction, spacing)
+    penalised = binary_metrics(reference, prediction, spacing, undefined_distance=diagonal)
+    assert distance_undefined(plain) == undefined
+    for name in ("HD95", "ASD"):
+        if undefined:  # only the undefined case changes, to the penalty
+            assert math.isnan(plain[name]) and penalised[name] == pytest.approx(diagonal)
+        else:
+            assert penalised[name] == plain[name]
+    assert {k: v for k, v in penalised.items() if k not in ("HD95", "ASD")} == pytest.approx(
+        {k: v for k, v in plain.items() if k not in ("HD95", "ASD")}, nan_ok=True)
+
+
 def test_compute_case_metrics_per_label():
     reference = np.zeros((4, 8, 8), dtype=np.uint8)
     prediction = np.zeros_like(reference)
@@ -172,7 +191,7 @@ def test_bad_arguments_raise_value_error(reference, prediction, spacing, message
 
 def test_dice_on_real_brain_pair_matches_documented_reference():
     """Real data (../shared/data/brain_mri_pair): unregistered mean Dice over voxelmorph's 30 labels is 0.5224."""
-    from conftest import shared_data
+    from tests.conftest import shared_data
 
     folder = shared_data("brain_mri_pair")
     labels = [int(v) for v in np.load(folder / "labels.npz")["labels"]]
