@@ -18,29 +18,6 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ext.errors import UserInputError
-
-
-# ----------------------------------------------------------------------------------------------- option checks
-def validate_shape(shape: Sequence[int], ndim: int, minimum: int, kind: str) -> tuple[int, ...]:
-    """Return ``shape`` as a tuple of ints, or raise UserInputError naming the kind and the expected axes."""
-    axes = "z y x" if ndim == 3 else "y x"
-    try:
-        shape = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{kind}: --shape must be {ndim} integers ({axes}), got {shape!r}") from None
-    if len(shape) != ndim:
-        raise UserInputError(f"{kind}: --shape must be {ndim} integers ({axes}), got {len(shape)}: {shape}")
-    if min(shape) < minimum:
-        raise UserInputError(f"{kind}: every --shape entry must be >= {minimum}, got {shape}")
-    return shape
-
-
-def reject_unknown_options(kind: str, unknown: dict) -> None:
-    """Raise UserInputError for option names a phantom does not know (instead of a TypeError)."""
-    if unknown:
-        raise UserInputError(f"{kind}: unknown option(s) {', '.join(sorted(unknown))}")
-
 
 # ------------------------------------------------------------------------------------------------ random fields
 def _linear_upsample(array: np.ndarray, axis: int, step: int, n_fine: int) -> np.ndarray:

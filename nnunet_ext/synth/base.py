@@ -9,13 +9,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from nnunet_ext.atomic import atomic_output_dirs
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.imageio import write_image
+from nnunet_ext.synth.options import Option, validate
 
 FILE_ENDING = ".nii.gz"
 TRAIN, TEST = 0, 1
@@ -37,18 +38,30 @@ class PhantomCase:
 
 @dataclass
 class PhantomKind:
+    """A registered phantom kind.
+
+    ``option_specs`` declare every option ``make_case`` accepts (``shape`` included); :meth:`validate_options`
+    checks user options against them once, before any case is generated, so ``make_case`` receives only valid,
+    complete options. ``check_relations`` refuses combinations of valid values the specs cannot express.
+    """
+
     name: str                      # CLI name, e.g. "breast_dce"
     dataset_name: str              # default nnU-Net dataset name suffix, e.g. "BreastDCE"
     channel_names: dict[str, str]  # dataset.json channel_names
     labels: dict[str, int]         # dataset.json labels
     make_case: Callable[..., PhantomCase]  # make_case(rng, **options) -> PhantomCase
     description: str
-    options: dict[str, object] = field(default_factory=dict)  # default options passed to make_case
+    option_specs: Sequence[Option] = ()
+    check_relations: Callable[[dict], None] | None = None  # raises UserInputError
     # labels that depend on the options (e.g. the ultrasound scene); None: ``labels`` always
     labels_for: Callable[[dict], dict[str, int]] | None = None
 
-    def labels_with(self, options: dict | None) -> dict[str, int]:
-        return self.labels_for({**self.options, **(options or {})}) if self.labels_for else self.labels
+    def validate_options(self, options: Mapping[str, object] | None) -> dict[str, object]:
+        """Every declared option (given or default), checked and normalised; UserInputError for bad input."""
+        return validate(self.name, self.option_specs, options, self.check_relations)
+
+    def labels_with(self, options: Mapping[str, object] | None) -> dict[str, int]:
+        return self.labels_for(self.validate_options(options)) if self.labels_for else self.labels
 
 
 REGISTRY: dict[str, PhantomKind] = {}
@@ -192,6 +205,6 @@ def write_raw_dataset(raw_root: str | os.PathLike, dataset_id: int, dataset_name
 
 
 def generate_cases(kind: PhantomKind, n: int, split: int, seed: int,
-                   options: dict | None = None) -> list[tuple[str, PhantomCase]]:
-    opts = {**kind.options, **(options or {})}
+                   options: Mapping[str, object] | None = None) -> list[tuple[str, PhantomCase]]:
+    opts = kind.validate_options(options)
     return [(case_identifier(split, i), kind.make_case(case_rng(seed, split, i), **opts)) for i in range(n)]

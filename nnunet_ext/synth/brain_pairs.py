@@ -54,11 +54,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ext.errors import UserInputError
 from nnunet_ext.synth._shapes import (ellipsoid_radius, grid_mm, integrate_velocity, level_set_distance,
-                                      radial_depth, random_velocity_field, reject_unknown_options, sample,
-                                      smooth_random_field, validate_shape)
+                                      radial_depth, random_velocity_field, sample, smooth_random_field)
 from nnunet_ext.synth.base import PhantomCase, PhantomKind, register
+from nnunet_ext.synth.options import Number, Option, Shape
 
 KIND = "brain_pairs"
 DEFAULT_SHAPE = (32, 40, 32)
@@ -143,12 +142,10 @@ def _t1_image(rng: np.random.Generator, label: np.ndarray, texture: np.ndarray, 
 
 
 def render_brain_pair(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing_mm: float = 1.0,
-                      displacement_mm: float = 3.0, smoothness_mm: float = 6.0, **unknown) -> BrainPair:
-    """Render one fixed/moving pair; see the module docstring for the model."""
-    reject_unknown_options(KIND, unknown)
-    shape = validate_shape(shape, 3, 12, KIND)
-    if spacing_mm <= 0 or displacement_mm < 0 or smoothness_mm <= 0:
-        raise UserInputError(f"{KIND}: spacing_mm and smoothness_mm must be > 0 and displacement_mm >= 0")
+                      displacement_mm: float = 3.0, smoothness_mm: float = 6.0) -> BrainPair:
+    """Render one fixed/moving pair; see the module docstring for the model. Option values are checked by
+    :data:`OPTIONS` (``nnunet-ext synth`` validates before rendering)."""
+    shape = tuple(int(n) for n in shape)
     spacing = (float(spacing_mm),) * 3
     texture_rng = np.random.default_rng(rng.integers(0, 2 ** 62, size=2))
     sulcus_halfwidth, cortex_mm, csf_mm = rng.uniform(0.4, 0.7), rng.uniform(1.5, 2.5), rng.uniform(0.8, 1.5)
@@ -180,8 +177,17 @@ def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, **opts) -> PhantomC
                                "inverse_displacement": channels_last(pair.inverse_displacement)})
 
 
+# What ``nnunet-ext synth brain_pairs --option KEY=VALUE`` accepts (defaults as in :func:`render_brain_pair`).
+OPTIONS = (
+    Option("shape", Shape(3, 12), DEFAULT_SHAPE, "grid size in voxels; the brain fills 84 % of it"),
+    Option("spacing_mm", Number(0.0, 10.0, exclusive_minimum=True), 1.0, "isotropic voxel size (mm)"),
+    Option("displacement_mm", Number(0.0, 20.0), 3.0, "largest length of the velocity field (0: identical pair)"),
+    Option("smoothness_mm", Number(0.0, 50.0, exclusive_minimum=True), 6.0,
+           "Gaussian sigma smoothing the velocity field"),
+)
+
 register(PhantomKind(
     name=KIND, dataset_name="BrainPairs", channel_names={"0": "fixed", "1": "moving"}, labels=LABELS,
     make_case=make_case,
     description="T1 brain pairs (fixed, moving) related by a known diffeomorphic deformation, 7 structures",
-    options={"shape": DEFAULT_SHAPE}))
+    option_specs=OPTIONS))

@@ -73,6 +73,7 @@ from scipy.special import expit
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.synth import kinetics
 from nnunet_ext.synth.base import PhantomCase, PhantomKind, register
+from nnunet_ext.synth.options import Flag, Integer, Number, Numbers, Option, RangePair, Shape
 
 DEFAULT_SHAPE = (32, 96, 96)
 DEFAULT_FIELD_OF_VIEW_MM = (96.0, 134.4, 134.4)
@@ -423,22 +424,6 @@ def _post_times(n_post: int, post_times_min: Sequence[float] | None) -> tuple[fl
     return tuple(float(t) for t in np.linspace(EARLY_TIME_MIN, LATE_TIME_MIN, n_post))
 
 
-def _validate(shape, n_post, conspicuity, snr, lesion_diameter_mm, field_of_view_mm):
-    if len(shape) != 3 or any(int(n) != n or n < 8 for n in shape):
-        raise UserInputError(f"breast_dce: shape must be three integers >= 8 (z y x), got {tuple(shape)}")
-    if int(n_post) != n_post or n_post < 1:
-        raise UserInputError(f"breast_dce: n_post must be an integer >= 1, got {n_post}")
-    if conspicuity < 0:
-        raise UserInputError(f"breast_dce: pre_contrast_conspicuity must be >= 0, got {conspicuity}")
-    if snr is not None and (np.ndim(snr) > 1 or np.any(np.asarray(snr) <= 0)):
-        raise UserInputError(f"breast_dce: snr must be None, a positive number or a (low, high) range, got {snr}")
-    if len(lesion_diameter_mm) != 2 or not 0 < lesion_diameter_mm[0] <= lesion_diameter_mm[1]:
-        raise UserInputError(f"breast_dce: lesion_diameter_mm must be (min, max) with 0 < min <= max, got "
-                             f"{lesion_diameter_mm}")
-    if field_of_view_mm is not None and (len(field_of_view_mm) != 3 or min(field_of_view_mm) <= 0):
-        raise UserInputError(f"breast_dce: field_of_view_mm must be three positive numbers, got {field_of_view_mm}")
-
-
 def simulate(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE, *, n_post: int = 2,
              post_times_min: Sequence[float] | None = None,
              pre_contrast_conspicuity: float = DEFAULT_PRE_CONTRAST_CONSPICUITY,
@@ -462,8 +447,7 @@ def simulate(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE, *, 
         bilateral: two breasts instead of one (default field of view twice as wide in x).
         field_of_view_mm: (z, y, x) extent; spacing = field of view / shape.
     """
-    shape = tuple(int(n) for n in shape)
-    _validate(shape, n_post, pre_contrast_conspicuity, snr, tuple(lesion_diameter_mm), field_of_view_mm)
+    shape = tuple(int(n) for n in shape)  # option values are checked by the kind's OPTIONS (synth.options)
     times = (0.0,) + _post_times(int(n_post), post_times_min)
     if field_of_view_mm is None:
         fov = DEFAULT_FIELD_OF_VIEW_MM
@@ -655,6 +639,30 @@ def lesion_reference_masks(simulation: BreastDCESimulation, shell_mm: tuple[floa
     return lesion, pure_fgt & shell
 
 
+# What ``nnunet-ext synth breast_dce --option KEY=VALUE`` accepts (defaults as in :func:`simulate`/:func:`make_case`).
+OPTIONS = (
+    Option("shape", Shape(3, 8), DEFAULT_SHAPE, "image size in voxels; the field of view stays (spacing follows)"),
+    Option("n_post", Integer(2, 2), 2, "post-contrast phases; the dataset's channels are pre, post1, post2, so 2 "
+                                       "(simulate() takes any number)"),
+    Option("post_times_min", Numbers(2, Number(0.0, 60.0, exclusive_minimum=True), increasing=True), None,
+           "acquisition times of the post phases in minutes on the AIF time axis; null: 1.5 and 6.5",
+           optional=True),
+    Option("pre_contrast_conspicuity", Number(0.0, 5.0), DEFAULT_PRE_CONTRAST_CONSPICUITY,
+           "strength of the tumour's pre-contrast cues (native T1, grain); 0 = none, 1 = default"),
+    Option("snr", RangePair(Number(0.0, exclusive_minimum=True), single=True), (20.0, 40.0),
+           "pure-FGT pre-contrast signal / Rician noise sigma, a range is drawn per case; null: no noise",
+           optional=True),
+    Option("lesion_diameter_mm", RangePair(Number(0.0, 80.0, exclusive_minimum=True)), (8.0, 30.0),
+           "range of the main lesion's diameter (log-uniform draw)"),
+    Option("second_lesion_probability", Number(0.0, 1.0), 0.2, "chance of a second, smaller lesion"),
+    Option("max_benign_foci", Integer(0, 20), 3, "up to this many small enhancing benign foci (not labelled)"),
+    Option("n_vessels", RangePair(Integer(0, 20)), (2, 5), "range of the number of vessels"),
+    Option("bilateral", Flag(), False, "two breasts on a field of view twice as wide in x"),
+    Option("field_of_view_mm", Numbers(3, Number(0.0, 1000.0, exclusive_minimum=True), axes="z y x"), None,
+           "field of view; null: 96 x 134.4 x 134.4 (x doubled when bilateral)", optional=True),
+    Option("parameter_maps_in_extras", Flag(), False, "also write K_trans, v_e, v_p and subregion maps to extras"),
+)
+
 register(PhantomKind(
     name="breast_dce",
     dataset_name="BreastDCE",
@@ -662,5 +670,5 @@ register(PhantomKind(
     labels={"background": 0, "tumor": 1},
     make_case=make_case,
     description="breast DCE-MRI: pre + 2 post-contrast phases (extended Tofts, Parker AIF, SPGR), tumour label",
-    options={"shape": DEFAULT_SHAPE},
+    option_specs=OPTIONS,
 ))

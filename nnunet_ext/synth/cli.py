@@ -40,6 +40,8 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
                options: dict | None = None) -> list[Path]:
     """Python API behind the CLI; returns the written dataset folders."""
     kind = get_kind(kind_name)
+    given = dict(options or {})
+    options = kind.validate_options(given)  # every option, checked once before anything is generated
     if cases < 1:
         raise UserInputError(f"--cases must be >= 1, got {cases}")
     if test_cases < 0:
@@ -65,8 +67,9 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
     train = generate_cases(kind, cases, TRAIN, seed, options)
     test = generate_cases(kind, test_cases, TEST, seed, options)
     labels = kind.labels_with(options)
+    # the options the user chose (normalised), as a reader of dataset.json would want to repeat the call
     synth_record = {"kind": kind_name, "seed": seed, "cases": cases, "test_cases": test_cases,
-                    "options": {k: list(v) if isinstance(v, tuple) else v for k, v in (options or {}).items()}}
+                    "options": {k: list(options[k]) if isinstance(options[k], tuple) else options[k] for k in given}}
     if pre_only_id is None:
         specs = [RawDatasetSpec(dataset_id, name, kind.channel_names, labels, train, test,
                                 extra_json={"synth": synth_record})]
@@ -90,7 +93,10 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", help=f"phantom kind: {', '.join(KIND_MODULES)}")
-    p.add_argument("-d", dest="dataset_id", type=int, required=True, help="nnU-Net dataset id (1..999)")
+    p.add_argument("--list_options", action="store_true",
+                   help="print the kind's --option keys (type, allowed values, default) and exit")
+    # required unless --list_options; checked in run() so that listing needs no id
+    p.add_argument("-d", dest="dataset_id", type=int, default=None, help="nnU-Net dataset id (1..999), required")
     p.add_argument("--cases", type=int, default=8, help="number of training cases (imagesTr/labelsTr)")
     p.add_argument("--test_cases", type=int, default=2, help="number of test cases (imagesTs/labelsTs)")
     p.add_argument("--seed", type=int, default=0)
@@ -104,7 +110,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape", type=int, nargs="+", default=None, help="image shape (z y x, or y x for 2D kinds)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="kind-specific option, repeatable; VALUE is parsed as JSON, else taken as a string "
-                        "(e.g. --option scene=cardiac, --option negative_fraction=0.5)")
+                        "(e.g. --option scene=cardiac, --option snr=[20,40]); list a kind's options with "
+                        "'nnunet-ext synth KIND --list_options'")
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -115,6 +122,8 @@ def parse_options(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserInputError(f"--option expects KEY=VALUE, got '{pair}'")
+        if key in options:
+            raise UserInputError(f"--option {key} is given twice")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -123,9 +132,19 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.list_options:
+        from nnunet_ext.synth.options import describe
+
+        kind = get_kind(args.kind)
+        print(describe(kind.name, kind.option_specs))
+        return 0
+    if args.dataset_id is None:
+        raise UserInputError("-d DATASET_ID is required")
     options = parse_options(args.option)
     if args.shape:
-        options["shape"] = tuple(args.shape)
+        if "shape" in options:
+            raise UserInputError("shape is given twice (--shape and --option shape=...); use one")
+        options["shape"] = list(args.shape)
     options = options or None
     folders = synthesize(args.kind, args.dataset_id, args.cases, args.seed, args.test_cases, args.raw,
                          args.overwrite, args.name, args.pre_only_id, args.labeled_cases, options)

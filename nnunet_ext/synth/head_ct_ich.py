@@ -48,11 +48,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ext.errors import UserInputError
 from nnunet_ext.synth._shapes import (block_mean, block_mode, ellipsoid_radius, grid_mm, level_set_distance,
-                                      radial_depth, reject_unknown_options, rotate_in_plane, smooth_random_field,
-                                      validate_shape)
+                                      radial_depth, rotate_in_plane, smooth_random_field)
 from nnunet_ext.synth.base import PhantomCase, PhantomKind, register
+from nnunet_ext.synth.options import Integer, Number, Option, Shape
 
 KIND = "head_ct_ich"
 DEFAULT_SHAPE = (16, 64, 64)
@@ -96,14 +95,12 @@ def _random_convexity_point(rng, inner_radii: np.ndarray, z_range: tuple[float, 
 
 def render_head_ct(rng: np.random.Generator, shape=DEFAULT_SHAPE, negative_fraction: float = 0.3,
                    fov_mm: float = 224.0, slice_mm: float = 5.0, noise_hu: float | None = None,
-                   supersample: int = 2, **unknown) -> HeadCT:
-    """Render one head CT; see the module docstring for the model. ``noise_hu=None`` draws 5-10 HU per scan."""
-    reject_unknown_options(KIND, unknown)
-    shape = validate_shape(shape, 3, 4, KIND)
-    if not 0.0 <= float(negative_fraction) <= 1.0:
-        raise UserInputError(f"{KIND}: negative_fraction must be in [0, 1], got {negative_fraction}")
-    if fov_mm <= 0 or slice_mm <= 0 or int(supersample) < 1:
-        raise UserInputError(f"{KIND}: fov_mm and slice_mm must be > 0 and supersample >= 1")
+                   supersample: int = 2) -> HeadCT:
+    """Render one head CT; see the module docstring for the model. ``noise_hu=None`` draws 5-10 HU per scan.
+
+    Option values are checked by :data:`OPTIONS` (``nnunet-ext synth`` validates before rendering).
+    """
+    shape = tuple(int(n) for n in shape)
     factor = int(supersample)
     # scalars come from ``rng`` and fields from ``texture_rng``, so anatomy and bleed choices of a seed do not
     # change with the grid size
@@ -257,7 +254,18 @@ def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, **opts) -> PhantomC
     return PhantomCase(images=[scan.hu], label=scan.label, spacing=scan.spacing)
 
 
+# What ``nnunet-ext synth head_ct_ich --option KEY=VALUE`` accepts (defaults as in :func:`render_head_ct`).
+OPTIONS = (
+    Option("shape", Shape(3, 4), DEFAULT_SHAPE, "slices x rows x columns; the in-plane field of view stays"),
+    Option("negative_fraction", Number(0.0, 1.0), 0.3, "share of scans without hemorrhage"),
+    Option("fov_mm", Number(0.0, 1000.0, exclusive_minimum=True), 224.0, "in-plane field of view (mm)"),
+    Option("slice_mm", Number(0.0, 50.0, exclusive_minimum=True), 5.0, "slice thickness and spacing (mm)"),
+    Option("noise_hu", Number(0.0, 500.0), None, "image noise sigma in HU; null: 5-10 HU drawn per scan",
+           optional=True),
+    Option("supersample", Integer(1, 4), 2, "render on a grid this many times finer, then average (partial volume)"),
+)
+
 register(PhantomKind(
     name=KIND, dataset_name="HeadCTICH", channel_names={"0": "CT"}, labels=LABELS, make_case=make_case,
     description="non-contrast head CT (HU) with EDH/IPH/IVH/SAH/SDH hemorrhages, ~30% negative scans",
-    options={"shape": DEFAULT_SHAPE}))
+    option_specs=OPTIONS))

@@ -41,10 +41,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from nnunet_ext.errors import UserInputError
-from nnunet_ext.synth._shapes import (ellipsoid_radius, radial_depth, reject_unknown_options, rotate_in_plane,
-                                      smooth_random_field, validate_shape)
+from nnunet_ext.synth._shapes import ellipsoid_radius, radial_depth, rotate_in_plane, smooth_random_field
 from nnunet_ext.synth.base import PhantomCase, PhantomKind, register
+from nnunet_ext.synth.options import Choice, Number, Option, Shape
 
 KIND = "mammo_2d"
 DEFAULT_SHAPE = (128, 96)
@@ -107,19 +106,11 @@ def _spicules(rng, coords: np.ndarray, centre, radius_mm: float, pixel_mm: float
 
 
 def render_mammogram(rng: np.random.Generator, shape=DEFAULT_SHAPE, view: str | None = None,
-                     density: str | None = None, no_mass_fraction: float = 0.25, fov_mm: float = 200.0,
-                     **unknown) -> Mammogram:
-    """Render one mammogram; see the module docstring for the model."""
-    reject_unknown_options(KIND, unknown)
-    shape = validate_shape(shape, 2, 16, KIND)
-    if view not in (None, "CC", "MLO"):
-        raise UserInputError(f"{KIND}: view must be 'CC' or 'MLO', got {view!r}")
-    if density not in (None, *DENSITY_SHARE):
-        raise UserInputError(f"{KIND}: density must be one of {', '.join(DENSITY_SHARE)}, got {density!r}")
-    if not 0.0 <= float(no_mass_fraction) <= 1.0:
-        raise UserInputError(f"{KIND}: no_mass_fraction must be in [0, 1], got {no_mass_fraction}")
-    if fov_mm <= 0:
-        raise UserInputError(f"{KIND}: fov_mm must be > 0, got {fov_mm}")
+                     density: str | None = None, no_mass_fraction: float = 0.25, fov_mm: float = 200.0
+                     ) -> Mammogram:
+    """Render one mammogram; see the module docstring for the model. Option values are checked by
+    :data:`OPTIONS` (``nnunet-ext synth`` validates before rendering)."""
+    shape = tuple(int(n) for n in shape)
     texture_rng = np.random.default_rng(rng.integers(0, 2 ** 62, size=2))
     view = view or str(rng.choice(["CC", "MLO"]))
     density = density or str(rng.choice(list(DENSITY_SHARE), p=[0.1, 0.4, 0.4, 0.1]))
@@ -246,7 +237,17 @@ def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, **opts) -> PhantomC
     return PhantomCase(images=[result.image], label=result.label, spacing=result.spacing)
 
 
+# What ``nnunet-ext synth mammo_2d --option KEY=VALUE`` accepts (defaults as in :func:`render_mammogram`).
+OPTIONS = (
+    Option("shape", Shape(2, 16), DEFAULT_SHAPE, "rows x columns; the pixel size is fov_mm / rows"),
+    Option("view", Choice(("CC", "MLO")), None, "projection; null: CC or MLO at random per case", optional=True),
+    Option("density", Choice(tuple(DENSITY_SHARE)), None,
+           "BI-RADS density category; null: drawn per case (a 10 %, b 40 %, c 40 %, d 10 %)", optional=True),
+    Option("no_mass_fraction", Number(0.0, 1.0), 0.25, "share of images without a mass"),
+    Option("fov_mm", Number(0.0, 1000.0, exclusive_minimum=True), 200.0, "image height in mm"),
+)
+
 register(PhantomKind(
     name=KIND, dataset_name="Mammo2D", channel_names={"0": "MG"}, labels=LABELS, make_case=make_case,
     description="2D mammogram (CC/MLO, density a-d) with round/oval/irregular/spiculated masses",
-    options={"shape": DEFAULT_SHAPE}))
+    option_specs=OPTIONS))

@@ -46,9 +46,9 @@ import numpy as np
 from scipy import ndimage
 
 from nnunet_ext.errors import UserInputError
-from nnunet_ext.synth._shapes import (ellipsoid_radius, reject_unknown_options, rotate_in_plane, sample,
-                                      smooth_random_field, validate_shape)
+from nnunet_ext.synth._shapes import ellipsoid_radius, rotate_in_plane, sample, smooth_random_field
 from nnunet_ext.synth.base import PhantomCase, PhantomKind, register
+from nnunet_ext.synth.options import Choice, Option, Shape
 
 KIND = "ultrasound_2d"
 DEFAULT_SHAPE = (128, 160)
@@ -339,12 +339,10 @@ def _tgc_db(loss_db: np.ndarray, fraction: float) -> np.ndarray:
     return fraction * np.median(loss_db, axis=1, keepdims=True)
 
 
-def render_ultrasound(rng: np.random.Generator, shape=DEFAULT_SHAPE, scene: str = "fetal_head",
-                      **unknown) -> UltrasoundImage:
-    """Render one B-mode image; see the module docstring for the model."""
-    reject_unknown_options(KIND, unknown)
-    labels_for_scene(scene)
-    shape = validate_shape(shape, 2, 16, KIND)
+def render_ultrasound(rng: np.random.Generator, shape=DEFAULT_SHAPE, scene: str = "fetal_head") -> UltrasoundImage:
+    """Render one B-mode image; see the module docstring for the model. Option values are checked by
+    :data:`OPTIONS` (``nnunet-ext synth`` validates before rendering)."""
+    shape = tuple(int(n) for n in shape)
     texture_rng = np.random.default_rng(rng.integers(0, 2 ** 62, size=2))
     world = FetalHeadScene(rng, shape) if scene == "fetal_head" else CardiacScene(rng, shape)
     dynamic_range_db = rng.uniform(50, 60)
@@ -395,9 +393,16 @@ def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, **opts) -> PhantomC
     return PhantomCase(images=[result.image], label=result.label, spacing=result.spacing)
 
 
+# What ``nnunet-ext synth ultrasound_2d --option KEY=VALUE`` accepts (defaults as in :func:`render_ultrasound`).
+OPTIONS = (
+    Option("shape", Shape(2, 16), DEFAULT_SHAPE, "rows x columns of the scan-converted image"),
+    Option("scene", Choice(tuple(SCENES)), "fetal_head",
+           "fetal_head (labels: head) or cardiac (labels: LV cavity, LV myocardium, left atrium)"),
+)
+
 register(PhantomKind(
     name=KIND, dataset_name="Ultrasound2D", channel_names={"0": "US"}, labels=FETAL_HEAD_LABELS,
     make_case=make_case,
     description="2D B-mode sector ultrasound with Rayleigh speckle: fetal head (default) or cardiac scene",
-    options={"shape": DEFAULT_SHAPE, "scene": "fetal_head"},
+    option_specs=OPTIONS,
     labels_for=lambda options: labels_for_scene(options["scene"])))

@@ -134,9 +134,10 @@ def test_phases_and_option_validation():
     assert custom.times_min == (0.0, 1.0, 7.0)
     for bad in ({"shape": (16, 48)}, {"n_post": 0}, {"pre_contrast_conspicuity": -1.0},
                 {"post_times_min": (6.5, 1.5)}, {"lesion_diameter_mm": (30.0, 8.0)}, {"snr": -5.0}):
-        options = {"shape": SMALL, **bad}
-        with pytest.raises(UserInputError):
-            breast_dce.make_case(np.random.default_rng(0), **options)
+        with pytest.raises(UserInputError, match=f"breast_dce: option {next(iter(bad))}="):
+            REGISTRY["breast_dce"].validate_options({"shape": SMALL, **bad})
+    with pytest.raises(UserInputError, match="post_times_min"):  # the Python API still takes any n_post
+        breast_dce.simulate(np.random.default_rng(0), SMALL, n_post=3, post_times_min=(1.0, 2.0))
 
 
 @pytest.mark.parametrize("shape, options", [((8, 8, 8), {}), ((12, 24, 24), {}),

@@ -98,12 +98,61 @@ def test_every_kind_refuses_zero_cases_and_existing_ids(kind, tmp_path):
         synthesize(kind, 41, cases=1, test_cases=0, raw=str(tmp_path))
 
 
-def test_channel_count_must_match_channel_names(tmp_path):
-    """breast_dce names pre/post1/post2: a 3-post option is refused before anything is written."""
+def test_phase_count_is_refused_by_the_option_spec(tmp_path):
+    """breast_dce names pre/post1/post2: n_post=3 is refused before any case is generated."""
     from nnunet_ext.errors import UserInputError
     from nnunet_ext.synth.cli import synthesize
 
-    with pytest.raises(UserInputError, match="4 image channels but the dataset names 3"):
+    with pytest.raises(UserInputError, match="breast_dce: option n_post=3 is invalid: expected an integer equal to 2"):
         synthesize("breast_dce", 42, cases=1, test_cases=0, raw=str(tmp_path),
                    options={"n_post": 3, "shape": (16, 40, 40)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_cases_whose_channels_differ_from_the_channel_names(tmp_path):
+    from nnunet_ext.errors import UserInputError
+    from nnunet_ext.synth.base import PhantomCase, write_raw_dataset
+
+    image = np.zeros((4, 8, 8), np.float32)
+    case = PhantomCase(images=[image, image], label=image.astype(np.uint8), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(UserInputError, match="2 image channels but the dataset names 3"):
+        write_raw_dataset(tmp_path, 43, "X", {"0": "pre", "1": "post1", "2": "post2"}, {"background": 0},
+                          [("case_0000", case)], [])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_list_options_prints_every_declared_option(kind, capsys):
+    from nnunet_ext.synth.cli import get_kind
+
+    assert main(["synth", kind, "--list_options"]) == 0
+    out = capsys.readouterr().out
+    names = [spec.name for spec in get_kind(kind).option_specs]
+    assert "shape" in names
+    for name in names:
+        assert f"\n  {name} (default " in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--option", "snr"], "--option expects KEY=VALUE, got 'snr'"),
+    (["--option", "snr=30", "--option", "snr=40"], "--option snr is given twice"),
+    (["--option", "shape=[16,40,40]"], "shape is given twice"),
+])
+def test_option_syntax_errors(tmp_path, capsys, argv, message):
+    err = _one_line_error(capsys, main(["synth", "breast_dce", "-d", "7", "--raw", str(tmp_path), *TINY, *argv]))
+    assert message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dataset_id_is_required_unless_listing(tmp_path, capsys):
+    err = _one_line_error(capsys, main(["synth", "breast_dce", "--raw", str(tmp_path)]))
+    assert err == "nnunet-ext synth: error: -d DATASET_ID is required"
+
+
+def test_options_are_recorded_normalised_in_dataset_json(tmp_path):
+    from nnunet_ext.synth.cli import synthesize
+
+    (folder,) = synthesize("brain_pairs", 44, cases=1, test_cases=0, raw=str(tmp_path),
+                           options={"shape": [12, 16, 12], "displacement_mm": 2})
+    record = json.loads((folder / "dataset.json").read_text())["synth"]["options"]
+    assert record == {"shape": [12, 16, 12], "displacement_mm": 2.0}

@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.synth import mammo_2d as mg
-from nnunet_ext.synth.cli import synthesize
+from nnunet_ext.synth.cli import get_kind, synthesize
 
 
 def _render(seed, **opts):
@@ -112,5 +112,5 @@ def test_masses_stand_out_in_fatty_breasts_and_hide_in_dense_ones():
                                   {"no_mass_fraction": -0.1}, {"kvp": 28}],
                          ids=["shape_3d", "view", "density", "fraction", "unknown_option"])
 def test_bad_options_are_user_input_errors(opts):
-    with pytest.raises(UserInputError, match="mammo_2d"):
-        mg.make_case(np.random.default_rng(0), **opts)
+    with pytest.raises(UserInputError, match=f"mammo_2d: .*{next(iter(opts))}"):
+        get_kind("mammo_2d").validate_options(opts)
