@@ -2,12 +2,17 @@
 
 Each sub-command lives in its own module exposing ``configure_parser(parser)`` and ``run(args) -> int``; only the
 module of the requested sub-command is imported, so ``nnunet-ext env`` does not pay for importing torch.
+
+Bad input of any kind (a :class:`~nnunet_ext.errors.UserInputError` or an argparse complaint, from the verb's parser
+or a nested one) ends as ONE line ``nnunet-ext VERB: error: MESSAGE`` on stderr and exit code 2. Any other exception
+is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from nnunet_ext.errors import UserInputError
 
@@ -20,7 +25,28 @@ COMMANDS = {
     "evaluate": ("nnunet_ext.metrics.evaluate", "Dice/IoU/PPV/SEN/HD95/ASD of a prediction folder vs references"),
     "demo": ("nnunet_ext.demo", "end-to-end CPU demo: synth -> plan -> train -> predict -> evaluate -> report"),
     "dkm": ("nnunet_ext.methods.dkm.cli", "DKM tools (synthesize-post: post-contrast synthesis from pre-contrast)"),
+    "convert": ("nnunet_ext.convert", "convert a public dataset into nnU-Net raw datasets (list: nnunet-ext convert)"),
 }
+
+
+class ArgumentUsageError(Exception):
+    """An argparse complaint, raised instead of printing usage and exiting, so the dispatcher prints one line."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose errors raise :class:`ArgumentUsageError`; sub-parsers made by ``add_subparsers`` inherit
+    the class, so nested commands (``nnunet-ext dkm synthesize-post``) behave the same."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentUsageError(self.prog, message)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "invalid input"
 
 
 def _usage() -> str:
@@ -32,21 +58,28 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(_usage())
-        return 0 if argv else 2
+        return 0
+    if not argv:
+        print(f"nnunet-ext: error: no command given (choose from {', '.join(COMMANDS)}; see nnunet-ext -h)",
+              file=sys.stderr)
+        return 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"nnunet-ext: error: unknown command '{name}' (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"nnunet-ext {name}", description=COMMANDS[name][1])
+    parser = OneLineArgumentParser(prog=f"nnunet-ext {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
-    args = parser.parse_args(rest)
     try:
+        args = parser.parse_args(rest)
         return int(module.run(args) or 0)
+    except ArgumentUsageError as exc:
+        print(f"{exc.prog}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
     except UserInputError as exc:
-        print(f"nnunet-ext {name}: error: {exc}", file=sys.stderr)
+        print(f"nnunet-ext {name}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
 
 
