@@ -28,6 +28,11 @@ from nnunet_ext.metrics.segmentation import METRIC_NAMES, compute_case_metrics, 
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
 #: Largest relative difference per axis at which reference and prediction spacings count as equal.
 SPACING_RELATIVE_TOLERANCE = 1e-3
+#: Largest origin difference per axis, as a fraction of the reference voxel size along that axis (headers store
+#: float32, and other writers round differently; a real shift is at least a fraction of a voxel).
+ORIGIN_VOXEL_TOLERANCE = 1e-3
+#: Largest absolute difference of any direction-cosine entry (NIfTI stores orientation as a float32 quaternion).
+DIRECTION_TOLERANCE = 1e-4
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +59,20 @@ def run(args: argparse.Namespace) -> int:
 def _image_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_ENDINGS))
+
+
+def _read_world_geometry(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Origin (x, y, z order, mm) and direction cosines (row-major) from the header, as SimpleITK reports them."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise UserInputError(f"cannot read image {path}: {first}") from None
+    return tuple(reader.GetOrigin()), tuple(reader.GetDirection())
 
 
 def _read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
@@ -85,6 +104,22 @@ def _spacings_match(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(abs(x - y) <= SPACING_RELATIVE_TOLERANCE * max(abs(x), abs(y)) for x, y in zip(a, b))
 
 
+def _check_world_geometry(name: str, reference_file: Path, prediction_file: Path,
+                          reference_spacing: Sequence[float]) -> None:
+    """Same origin (within a thousandth of a voxel) and direction (within DIRECTION_TOLERANCE), or a one-line
+    UserInputError naming the file; images that agree voxel by voxel but not in space give meaningless metrics."""
+    reference_origin, reference_direction = _read_world_geometry(reference_file)
+    prediction_origin, prediction_direction = _read_world_geometry(prediction_file)
+    voxel_xyz = tuple(reversed(reference_spacing))  # SimpleITK's axis order, like the origin
+    if any(abs(a - b) > ORIGIN_VOXEL_TOLERANCE * v
+           for a, b, v in zip(reference_origin, prediction_origin, voxel_xyz)):
+        raise UserInputError(f"{name}: origin mismatch (x y z, mm), reference {_rounded(reference_origin)} vs "
+                             f"prediction {_rounded(prediction_origin)}")
+    if any(abs(a - b) > DIRECTION_TOLERANCE for a, b in zip(reference_direction, prediction_direction)):
+        raise UserInputError(f"{name}: direction mismatch, reference {_rounded(reference_direction)} vs "
+                             f"prediction {_rounded(prediction_direction)}")
+
+
 def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[int] | None) -> dict:
     """Metrics of one (reference, prediction) pair; spacing of the reference is used for distances.
 
@@ -100,6 +135,7 @@ def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[in
     if not _spacings_match(reference_spacing, prediction_spacing):
         raise UserInputError(f"{name}: spacing mismatch, reference {_rounded(reference_spacing)} vs prediction "
                              f"{_rounded(prediction_spacing)}")
+    _check_world_geometry(name, Path(reference_file), Path(prediction_file), reference_spacing)
     reference_labels = [int(v) for v in reference_values if v != 0]
     if labels is None:
         labels = sorted(set(reference_labels) | {int(v) for v in prediction_values if v != 0})
@@ -148,6 +184,21 @@ def _write_csv(summary: dict, path: Path) -> None:
                                      *(metrics[m] for m in METRIC_NAMES)])
 
 
+def _check_outputs(outputs: Sequence[tuple[str, Path]], ref_dir: Path, pred_dir: Path) -> None:
+    """Refuse an output that is a folder, replaces a reference or prediction image, or lands in the reference folder
+    (which holds ground truth only)."""
+    images = {(folder / name).resolve(): role for role, folder in (("reference", ref_dir), ("prediction", pred_dir))
+              for name in _image_files(folder)}
+    for flag, path in outputs:
+        resolved = path.resolve()
+        if path.is_dir():
+            raise UserInputError(f"{flag} {path} is a folder; give a file path")
+        if resolved in images:
+            raise UserInputError(f"{flag} {path} would overwrite the {images[resolved]} image {path.name}")
+        if resolved.is_relative_to(ref_dir.resolve()):
+            raise UserInputError(f"{flag} {path} lies inside the reference folder {ref_dir}; write it elsewhere")
+
+
 def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence[int] | None = None,
                      output_json: str | Path | None = None, output_csv: str | Path | None = None,
                      num_processes: int = 1) -> dict:
@@ -181,6 +232,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
     output_csv = Path(output_csv) if output_csv is not None else pred_dir / "per_case.csv"
     if output_json.resolve() == output_csv.resolve():
         raise UserInputError(f"summary and CSV outputs are the same file: {output_json}")
+    _check_outputs([("-o", output_json), ("--csv", output_csv)], ref_dir, pred_dir)
 
     names = _image_files(ref_dir)
     if not names:

@@ -107,6 +107,21 @@ def _write_prediction(array, spacing=SPACING):
     return mutate
 
 
+def _shift_prediction_origin(shift_mm):
+    def mutate(ref_dir, pred_dir):
+        reference, prediction = _case_maps(1)
+        write_image(pred_dir / "case_001.nii.gz", prediction, SPACING, origin=(shift_mm, 0.0, 0.0))  # along z
+    return mutate
+
+
+def _rotate_prediction(ref_dir, pred_dir):
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(str(pred_dir / "case_001.nii.gz"))
+    image.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0))  # x and y swapped, z flipped
+    sitk.WriteImage(image, str(pred_dir / "case_001.nii.gz"))
+
+
 def _empty_references(ref_dir, pred_dir):
     for path in ref_dir.iterdir():
         path.unlink()
@@ -128,6 +143,16 @@ ERROR_CASES = {
                        ["case_001.nii.gz", "shape", "(6, 12, 12)", "(6, 12, 11)"]),
     "spacing_mismatch": (_write_prediction(np.zeros(SHAPE, dtype=np.uint8), (2.5, 0.7, 0.72)), FOLDERS,
                          ["case_001.nii.gz", "spacing", "(2.5, 0.7, 0.7)", "0.72"]),
+    "origin_mismatch": (_shift_prediction_origin(0.35), FOLDERS,
+                        ["case_001.nii.gz", "origin mismatch", "(0.0, 0.0, 0.0)", "(0.0, 0.0, 0.35)"]),
+    "direction_mismatch": (_rotate_prediction, FOLDERS, ["case_001.nii.gz", "direction mismatch", "-1"]),
+    "summary_over_a_reference": (None, FOLDERS + ["-o", "{ref}/case_000.nii.gz"],
+                                 ["-o", "would overwrite the reference image case_000.nii.gz"]),
+    "csv_over_a_prediction": (None, FOLDERS + ["--csv", "{pred}/case_002.nii.gz"],
+                              ["--csv", "would overwrite the prediction image case_002.nii.gz"]),
+    "summary_inside_references": (None, FOLDERS + ["-o", "{ref}/sub/summary.json"],
+                                  ["-o", "inside the reference folder"]),
+    "summary_is_a_folder": (None, FOLDERS + ["-o", "{tmp}"], ["-o", "is a folder"]),
     "non_integer_label": (_write_prediction(np.full(SHAPE, 1.5, dtype=np.float32)), FOLDERS,
                           ["case_001.nii.gz", "integers", "1.5"]),
     "negative_label": (_write_prediction(np.full(SHAPE, -1, dtype=np.int16)), FOLDERS,
@@ -144,6 +169,7 @@ def test_bad_input_exits_with_one_line_and_writes_nothing(folders, tmp_path, cap
     if mutate is not None:
         mutate(ref_dir, pred_dir)
     before = sorted(p.name for p in pred_dir.iterdir())
+    references_before = sorted(p.name for p in ref_dir.iterdir())
 
     assert main(["evaluate", *[a.format(ref=ref_dir, pred=pred_dir, tmp=tmp_path) for a in argv]]) != 0
     lines = capsys.readouterr().err.strip().splitlines()
@@ -151,6 +177,13 @@ def test_bad_input_exits_with_one_line_and_writes_nothing(folders, tmp_path, cap
     for word in words:
         assert word in lines[0]
     assert sorted(p.name for p in pred_dir.iterdir()) == before  # no summary, no CSV, no temporary file
+    assert sorted(p.name for p in ref_dir.iterdir()) == references_before
+
+
+def test_origin_within_a_thousandth_of_a_voxel_is_accepted(folders):
+    ref_dir, pred_dir = folders
+    _shift_prediction_origin(0.5 * 1e-3 * SPACING[0])(ref_dir, pred_dir)
+    assert evaluate_folders(ref_dir, pred_dir)["mean"]["1"]["Dice"] > 0.5
 
 
 def test_spacing_within_tolerance_is_accepted(folders):
