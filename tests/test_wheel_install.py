@@ -101,7 +101,7 @@ def test_nnunet_commands_with_our_trainer_and_planner(fresh_env):
                    fresh_env["cwd"], fresh_env["env"])
     env = {**fresh_env["env"], **dict(line[len("export "):].split("=", 1) for line in exports.splitlines())}
     nnunet_ext = fresh_env["bin"] / "nnunet-ext"
-    _run([nnunet_ext, "synth", "breast_dce", "-d", "901", "--cases", "4", "--test_cases", "1", "--shape", "8", "32",
+    _run([nnunet_ext, "synth", "breast_dce", "-d", "901", "--cases", "5", "--test_cases", "1", "--shape", "8", "32",
           "32"], fresh_env["cwd"], env)
     _run([nnunet_ext, "plan_and_preprocess", "-d", "901", "-pl", "CPUPlanner", "-c", "2d"], fresh_env["cwd"], env)
     # nnUNetv2_train's entry point, run by the fresh interpreter (its console script lives in the project venv)
