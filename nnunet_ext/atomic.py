@@ -38,6 +38,14 @@ def is_marked(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+def marker_written_by(folder: str | os.PathLike) -> str | None:
+    """The command recorded in ``folder``'s marker (e.g. ``"nnunet-ext demo"``), or None if unmarked/unreadable."""
+    try:
+        return json.loads((Path(folder) / MARKER).read_text()).get("written_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def write_marker(folder: str | os.PathLike, written_by: str) -> None:
     """Mark ``folder`` as nnunet-ext output (called on the temporary folder before it is moved into place)."""
     record = {"written_by": written_by,

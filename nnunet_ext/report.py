@@ -33,8 +33,18 @@ def results_table(summary: dict, label_names: dict[str, str] | None = None) -> s
     return "\n".join([head] + rows)
 
 
-def overlay_png(image_file: Path, reference_file: Path, prediction_file: Path, out_png: Path, title: str) -> None:
-    """Axial slice with the most reference foreground: image in grey, reference (green) and prediction (red)."""
+def slices_to_show(reference: np.ndarray, prediction: np.ndarray, count: int) -> list[int]:
+    """``count`` axial slices spread evenly over the z-range where the reference or the prediction has foreground
+    (over the whole volume when both are empty)."""
+    foreground = np.flatnonzero(((reference > 0) | (prediction > 0)).reshape(reference.shape[0], -1).any(1))
+    low, high = (foreground[0], foreground[-1]) if foreground.size else (0, reference.shape[0] - 1)
+    return sorted({int(round(z)) for z in np.linspace(low, high, count + 2)[1:-1]}) or [int(low)]
+
+
+def overlay_png(image_file: Path, reference_file: Path, prediction_file: Path, out_png: Path, title: str,
+                slices: int = 3) -> None:
+    """Image in grey with the reference (green) and prediction (red) outlines; 3D images show ``slices`` axial
+    slices spread over the foreground's extent."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -43,30 +53,41 @@ def overlay_png(image_file: Path, reference_file: Path, prediction_file: Path, o
     ref, _ = read_image(reference_file)
     pred, _ = read_image(prediction_file)
     if image.ndim == 3:
-        z = int(np.argmax((ref > 0).reshape(ref.shape[0], -1).sum(1)))
-        image, ref, pred = image[z], ref[z], pred[z]
-        title = f"{title} (slice {z})"
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-    ax.imshow(image, cmap="gray")
-    if ref.any():
-        ax.contour(ref > 0, levels=[0.5], colors="lime", linewidths=1.2)
-    if pred.any():
-        ax.contour(pred > 0, levels=[0.5], colors="red", linewidths=1.2)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
+        zs = slices_to_show(ref, pred, slices)
+        panels = [(image[z], ref[z], pred[z], f"slice {z}") for z in zs]
+    else:
+        panels = [(image, ref, pred, "")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2), dpi=100, squeeze=False)
+    for ax, (img, r, p, label) in zip(axes[0], panels):
+        ax.imshow(img, cmap="gray")
+        if r.any():
+            ax.contour(r > 0, levels=[0.5], colors="lime", linewidths=1.0)
+        if p.any():
+            ax.contour(p > 0, levels=[0.5], colors="red", linewidths=1.0)
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
 
 
 def write_report(folder: Path, title: str, summary: dict, image_dir: Path, ref_dir: Path, pred_dir: Path,
-                 display_channel: int, facts: Sequence[tuple[str, str]], label_names: dict[str, str]) -> str:
-    """Write ``README.md``, ``summary.json`` and one overlay PNG per case into ``folder``; return the table."""
+                 display_channel: int, facts: Sequence[tuple[str, str]], label_names: dict[str, str],
+                 training_curve: Path | None = None) -> str:
+    """Write ``README.md``, ``summary.json``, nnU-Net's training curve (``progress.png`` of the fold, if given) and
+    one overlay PNG per case into ``folder``; return the table."""
+    import shutil
+
     folder.mkdir(parents=True, exist_ok=True)
     table = results_table(summary, label_names)
     lines = [f"# {title}", "", *[f"- {k}: {v}" for k, v in facts], "", "## Test-set metrics", "", table, "",
-             "HD95/ASD in mm; n/a = undefined (an empty mask, see nnunet_ext.metrics).", "",
-             "## Overlays (green: reference, red: prediction)", ""]
+             "HD95/ASD in mm; n/a = undefined (an empty mask, see nnunet_ext.metrics).", ""]
+    if training_curve is not None and Path(training_curve).is_file():
+        shutil.copyfile(training_curve, folder / "training_curve.png")
+        lines += ["## Training curve (nnU-Net's progress.png: losses, pseudo Dice, learning rate)", "",
+                  "![training curve](training_curve.png)", ""]
+    lines += ["## Overlays (green: reference, red: prediction)", ""]
     for entry in summary["metric_per_case"]:
         case = Path(entry["reference_file"]).name.split(".")[0]
         png = folder / f"{case}.png"
