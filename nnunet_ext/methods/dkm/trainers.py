@@ -5,10 +5,14 @@ as nnU-Net trainers. Two-step training (Sect. 2.3):
    channel the late post-contrast x_k; labels unused): x_t = q_sample(x_0, t, eps) (Eq. 4) and eps_theta(x_t, t) is
    regressed onto eps_k = (x_t - sqrt(abar_t) x_k) / sqrt(1 - abar_t) (our reading of Eq. 6: the noise that relates
    x_t to x_k, so the reverse process lands on the post-contrast image). No intensity or spatial augmentation: the
-   pre -> post intensity relation is the signal, and the paper trains without augmentation (Sect. 3).
+   pre -> post intensity relation is the signal, and the paper trains without augmentation (Sect. 3). The DM never
+   reads labels: nnU-Net's foreground oversampling is off, so patches are drawn uniformly whatever the label files
+   hold (the DCE dataset's unlabelled cases carry all-background placeholders).
 2. ``DKMTrainer`` trains the segmentation module (SM) on the pre-contrast-only dataset with the pretrained DM frozen
    inside the network (its weights are part of the SM checkpoint, so ``nnUNetv2_predict -tr DKMTrainer`` needs
-   nothing else). Loss Eq. 7: CE + Dice + 0.5 (1 - SSIM), Adam with weight decay 1e-6 (Sect. 3).
+   nothing else). Loss Eq. 7: CE + Dice + 0.5 (1 - SSIM), Adam with weight decay 1e-6 (Sect. 3). The frozen DM
+   must see the SM's images preprocessed exactly as its own training images: ``DKMTrainer.initialize`` refuses a DM
+   whose plans differ from the SM's in what reaches the DM (:func:`dm_preprocessing_mismatches`).
 
 Where the SM finds the DM weights (training only), in this order:
 - ``nnUNet_ext_dkm_dm_checkpoint=/path/checkpoint_final.pth`` if set;
@@ -21,21 +25,29 @@ Variants (stable names, stored in checkpoints): paper widths (DM 128-256-256-256
 defaults; ``_small`` variants use CPU-sized widths and a learning rate raised for short schedules. Ablation (Table 2):
 ``DKMTrainer_small_f<stages>`` fuse other kinetic-code subsets; ``DKMTrainerNoCode*`` is the baseline without
 kinetic code (Fig. 4).
+
+CUDA/AMP/DDP: ``train_step`` follows nnU-Net's (autocast on CUDA only, :meth:`ExtTrainerBase.backward_and_step` for
+nnU-Net's GradScaler) and submodules are reached through ``self.network_module`` (nnU-Net wraps the network in DDP
+and/or ``torch.compile``); validation splits its cases over DDP workers as nnU-Net does.
 """
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_ext.losses.ssim import SSIMLoss, global_ssim
@@ -46,7 +58,80 @@ from nnunet_ext.training.base import ExtTrainerBase
 
 
 def _autocast(device: torch.device):
+    """nnU-Net's pattern: fp16 autocast on CUDA only (slow on CPU, unsupported on MPS)."""
     return torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context()
+
+
+def _gather_lists(values: list, is_ddp: bool) -> list:
+    """Concatenate a per-worker list over all DDP workers (identity without DDP)."""
+    if not is_ddp:
+        return list(values)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(values))
+    return [value for part in gathered for value in part]
+
+
+# Normalizations that use nothing but the image itself; any other scheme (CTNormalization, custom ones) also reads
+# the dataset's foreground intensity statistics of the channel from the plans.
+_PER_IMAGE_NORMALIZATIONS = frozenset({"ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization",
+                                       "RGBTo01Normalization"})
+
+
+def _what_the_dm_sees(plans: dict, configuration: str, channel: int) -> dict[str, object]:
+    """The preprocessing facts of ``plans``/``configuration`` that decide the voxels of ``channel`` fed to the DM."""
+    manager = PlansManager(copy.deepcopy(plans))  # the managers may normalise the dict in place
+    config = manager.get_configuration(configuration)
+    scheme = config.normalization_schemes[channel]
+    facts = {
+        "target spacing": [float(s) for s in config.spacing],
+        "transpose_forward": [int(a) for a in manager.transpose_forward],
+        "normalization scheme": scheme,
+        "use_mask_for_norm": bool(config.use_mask_for_norm[channel]),
+        "image resampling": [config.configuration.get("resampling_fn_data"),
+                             config.configuration.get("resampling_fn_data_kwargs")],
+    }
+    if scheme not in _PER_IMAGE_NORMALIZATIONS:
+        properties = plans.get("foreground_intensity_properties_per_channel", {}).get(str(channel), {})
+        facts["foreground intensity statistics"] = {k: float(v) for k, v in sorted(properties.items())}
+    return facts
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        # plans store spacings as float32-derived doubles: equal to float32 precision is equal
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def dm_preprocessing_mismatches(dm_init_args: dict, sm_plans: dict, sm_configuration: str,
+                                channel: int = 0) -> list[str]:
+    """What the frozen DM would see differently in the SM's data than in its own training data.
+
+    The kinetic code f_i = DM features of x_t(x_0) (Eq. 4, Sect. 2.2) is only meaningful on inputs distributed like
+    the DM's training inputs x_0, so the SM dataset's channel ``channel`` must be preprocessed like the DCE dataset's
+    pre-contrast channel 0: same target spacing, axis transposition, image resampling, normalization scheme and
+    ``use_mask_for_norm`` (and, for schemes that read them, e.g. CTNormalization, the same dataset foreground
+    intensity statistics; per-image schemes such as ZScoreNormalization do not).
+
+    Args:
+        dm_init_args: ``checkpoint["init_args"]`` of the DM (nnU-Net stores ``plans``, ``configuration`` and
+            ``dataset_json`` in every checkpoint).
+        sm_plans: the SM trainer's plans (``plans_manager.plans``).
+        sm_configuration: the SM trainer's configuration name.
+        channel: SM input channel given to the DM (``DKMSegmentationNet.dm_input_channel``).
+
+    Returns:
+        One ``"<what> <DM value> (DM) vs <SM value> (SM)"`` entry per difference; empty when they match.
+    """
+    dm = _what_the_dm_sees(dm_init_args["plans"], dm_init_args["configuration"], 0)
+    sm = _what_the_dm_sees(sm_plans, sm_configuration, channel)
+    return [f"{key} {dm.get(key, 'none')} (DM) vs {sm.get(key, 'none')} (SM)"
+            for key in dict.fromkeys([*dm, *sm]) if not _same(dm.get(key), sm.get(key))]
 
 
 class _NoAugmentation:
@@ -79,6 +164,11 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
+        # Label-blind: nnU-Net would force a third of the patches onto foreground, i.e. read the label files; the
+        # DM learns pre -> post on every case (the unlabelled ones carry all-background placeholders), so patches
+        # are drawn uniformly. Set here, before initialize() adapts it per DDP worker (0 stays 0).
+        self.oversample_foreground_percent = 0.0
+        self.probabilistic_oversampling = False
         self.schedule = LinearDiffusionSchedule().to(self.device)
 
     @classmethod
@@ -112,11 +202,13 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
         data = batch["data"].to(self.device, non_blocking=True)
         return data[:, [0]], data[:, [self.post_channel]]
 
-    def _diffusion_loss(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    def _diffusion_loss(self, model: nn.Module, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+        """Eq. 6 with the kinetic target eps_k, min-SNR weighted: mean of w_t ||eps_theta(x_t, t) - eps_k||^2."""
         t = torch.randint(0, self.schedule.num_timesteps, (pre.shape[0],), device=self.device)
         x_t = self.schedule.q_sample(pre, t, torch.randn_like(pre))                     # Eq. 4
         target = self.schedule.kinetic_noise_target(x_t, post, t)                      # Eq. 6 (eps_k)
-        squared_error = self.loss(self.network(x_t, t), target)
+        # eps_k reaches ~sqrt(SNR_0) ~ 100 times the pre/post difference: square it in fp32, not in fp16 autocast
+        squared_error = self.loss(model(x_t, t).float(), target.float())
         if self.min_snr_gamma is not None:
             squared_error = squared_error * self.schedule.min_snr_weight(t, x_t, self.min_snr_gamma)
         return squared_error.mean()
@@ -125,24 +217,25 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
         pre, post = self._pre_post(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with _autocast(self.device):
-            loss = self._diffusion_loss(pre, post)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-        self.optimizer.step()
+            # self.network, not network_module: under DDP the wrapper's forward is what synchronises gradients
+            loss = self._diffusion_loss(self.network, pre, post)
+        self.backward_and_step(loss)  # nnU-Net's GradScaler on CUDA
         return {"loss": loss.detach().cpu().numpy()}
 
     def validation_step(self, batch: dict) -> dict:
         pre, post = self._pre_post(batch)
+        dm = self.network_module  # no gradients here: the bare DM, whatever nnU-Net wrapped it in
         with torch.no_grad(), _autocast(self.device):
-            loss = self._diffusion_loss(pre, post)
-            estimate = self.schedule.synthesize_post(self.network, pre, self.validation_timesteps)
+            loss = self._diffusion_loss(dm, pre, post)
+            estimate = self.schedule.synthesize_post(dm, pre, self.validation_timesteps).float()
             # SSIM of standardized patches: comparable across epochs whatever the intensity scale
             ssim = global_ssim(estimate, post, data_range=float(post.max() - post.min()) or 1.0)
         return {"loss": loss.detach().cpu().numpy(), "ssim": ssim.mean().cpu().numpy()}
 
     def on_validation_epoch_end(self, val_outputs: list[dict]):
-        loss = float(np.mean([o["loss"] for o in val_outputs]))
-        ssim = float(np.mean([o["ssim"] for o in val_outputs]))
+        # as nnU-Net: every DDP worker validated its own batches, the logged value is over all of them
+        loss = float(np.mean(_gather_lists([float(o["loss"]) for o in val_outputs], self.is_ddp)))
+        ssim = float(np.mean(_gather_lists([float(o["ssim"]) for o in val_outputs], self.is_ddp)))
         # nnU-Net's progress plot and best-checkpoint logic read 'mean_fg_dice': for the DM it holds the validation
         # SSIM of the synthesized post-contrast patch
         self.logger.log("mean_fg_dice", ssim, self.current_epoch)
@@ -150,18 +243,27 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
         self.logger.log("val_losses", loss, self.current_epoch)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        """Synthesize the post-contrast image of every validation case (preprocessed space) and write PSNR/SSIM."""
-        self.network.eval()
+        """Synthesize the post-contrast image of every validation case (preprocessed space) and write PSNR/SSIM.
+
+        Under DDP each worker takes every world_size-th case (as nnU-Net's validation does) and worker 0 writes the
+        summary of all of them."""
+        dm = self.network_module
+        dm.eval()
         _, val_keys = self.do_split()
+        if self.is_ddp:
+            val_keys = val_keys[self.local_rank::dist.get_world_size()]
         dataset = self.dataset_class(self.preprocessed_dataset_folder, val_keys)
-        per_case = {}
+        results = []
         for key in val_keys:
             data, _, _, _ = dataset.load_case(key)
             volume = torch.from_numpy(np.asarray(data, dtype=np.float32)).to(self.device)
-            estimate = synthesize_volume(self.network, self.schedule, volume[0],
+            estimate = synthesize_volume(dm, self.schedule, volume[0],
                                          self.configuration_manager.patch_size, self.validation_timesteps)
             reference = volume[self.post_channel].cpu().numpy()
-            per_case[key] = image_similarity(estimate.cpu().numpy(), reference)
+            results.append((key, image_similarity(estimate.float().cpu().numpy(), reference)))
+        per_case = dict(sorted(_gather_lists(results, self.is_ddp)))
+        if self.local_rank != 0:
+            return
         mean = {m: float(np.mean([c[m] for c in per_case.values()])) for m in ("PSNR", "SSIM")}
         folder = Path(self.output_folder) / "validation"
         folder.mkdir(parents=True, exist_ok=True)
@@ -221,7 +323,8 @@ class DKMTrainer(ExtTrainerBase):
     def initialize(self):
         was_initialized = self.was_initialized
         super().initialize()
-        if was_initialized or self.network.dm is None:
+        # network_module: nnU-Net has wrapped the network in DDP / torch.compile by now
+        if was_initialized or self.network_module.dm is None:
             return
         path = self.dm_checkpoint_path()
         if not path.is_file():
@@ -232,11 +335,37 @@ class DKMTrainer(ExtTrainerBase):
         if checkpoint.get("trainer_name") not in (None, self.dm_trainer.__name__):
             raise RuntimeError(f"{path} was written by {checkpoint.get('trainer_name')}, expected "
                                f"{self.dm_trainer.__name__}")
-        self.network.load_dm_state(checkpoint["network_weights"])
+        self.check_dm_preprocessing(checkpoint, path)
+        self.network_module.load_dm_state(checkpoint["network_weights"])
         self.print_to_log_file(f"DKM: loaded the frozen diffusion module from {path}")
 
+    def check_dm_preprocessing(self, checkpoint: dict, path: Path | str) -> None:
+        """Refuse a DM trained on differently preprocessed images (:func:`dm_preprocessing_mismatches`)."""
+        init_args = checkpoint.get("init_args") or {}
+        if "plans" not in init_args or "configuration" not in init_args:
+            raise RuntimeError(f"{self.__class__.__name__}: {path} has no init_args with plans and configuration "
+                               "(not written by nnUNetv2_train), so the DM's preprocessing cannot be checked")
+        mismatches = dm_preprocessing_mismatches(init_args, self.plans_manager.plans, self.configuration_name,
+                                                 self.network_module.dm_input_channel)
+        if mismatches:
+            dm_dataset = init_args["plans"].get("dataset_name", "the DCE dataset")
+            dm_plans = init_args["plans"].get("plans_name", "PLANS")
+            sm_dataset, sm_plans = self.plans_manager.dataset_name, self.plans_manager.plans_name
+            raise RuntimeError(
+                f"{self.__class__.__name__}: the diffusion module {path} saw differently preprocessed images than "
+                f"{sm_dataset} ({sm_plans}, {self.configuration_name}) provides: {'; '.join(mismatches)}. Plan both "
+                f"datasets together with the same planner (nnunet-ext plan_and_preprocess -d DCE_ID PRE_ID -pl "
+                f"PLANNER), or copy the DCE plans (nnUNetv2_move_plans_between_datasets -s {dm_dataset} -t "
+                f"{sm_dataset} -sp {dm_plans} -tp {sm_plans}, then nnUNetv2_preprocess -d {sm_dataset} -plans_name "
+                f"{sm_plans} -c {self.configuration_name})")
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        # nnU-Net's version reaches the decoder through self.network.module only when is_ddp; network_module
+        # unwraps whatever wrapper there is
+        self.network_module.decoder.deep_supervision = enabled
+
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.network.trainable_parameters(), lr=self.initial_lr,
+        optimizer = torch.optim.Adam(self.network_module.trainable_parameters(), lr=self.initial_lr,
                                      weight_decay=self.weight_decay_adam)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
