@@ -156,3 +156,92 @@ def test_options_are_recorded_normalised_in_dataset_json(tmp_path):
                            options={"shape": [12, 16, 12], "displacement_mm": 2})
     record = json.loads((folder / "dataset.json").read_text())["synth"]["options"]
     assert record == {"shape": [12, 16, 12], "displacement_mm": 2.0}
+
+
+# --- the DKM pair: DCE dataset (every case, labels withheld beyond k) + pre-contrast-only copy (first k, labelled) ----
+PAIR_SHAPE = (16, 40, 40)
+DCE_ID, PRE_ID, LABELED = 8, 9, 1
+
+
+@pytest.fixture(scope="module")
+def dce_pair(tmp_path_factory):
+    from nnunet_ext.synth.cli import synthesize
+
+    raw = tmp_path_factory.mktemp("pair")
+    dce, pre = synthesize("breast_dce", DCE_ID, cases=3, test_cases=1, seed=0, raw=str(raw), pre_only_id=PRE_ID,
+                          labeled_cases=LABELED, options={"shape": PAIR_SHAPE})
+    return raw, dce, pre
+
+
+def _phantom(index, split=0):
+    from nnunet_ext.synth import breast_dce
+    from nnunet_ext.synth.base import case_rng
+
+    return breast_dce.make_case(case_rng(0, split, index), PAIR_SHAPE)
+
+
+def test_pair_appears_together(dce_pair):
+    raw, dce, pre = dce_pair
+    assert sorted(p.name for p in raw.iterdir()) == [dce.name, pre.name]  # no temporary folders left behind
+    assert (dce.name, pre.name) == ("Dataset008_BreastDCE", "Dataset009_BreastDCEPreOnly")
+
+
+def test_pair_is_written_all_or_nothing(tmp_path, monkeypatch):
+    """A failure while writing the pre-only copy leaves no DCE dataset either."""
+    from nnunet_ext.synth import base
+    from nnunet_ext.synth.cli import synthesize
+
+    write = base._write_dataset_files
+
+    def fail_on_pre_only(folder, spec):
+        if spec.dataset_id == PRE_ID:
+            raise OSError("disk full")
+        write(folder, spec)
+
+    monkeypatch.setattr(base, "_write_dataset_files", fail_on_pre_only)
+    with pytest.raises(OSError, match="disk full"):
+        synthesize("breast_dce", DCE_ID, cases=2, test_cases=0, raw=str(tmp_path), pre_only_id=PRE_ID,
+                   labeled_cases=1, options={"shape": PAIR_SHAPE})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unlabeled_cases_get_all_background_placeholders(dce_pair):
+    _, dce, _ = dce_pair
+    meta = json.loads((dce / "dataset.json").read_text())
+    assert meta["unlabeled_cases"] == ["case_0001", "case_0002"]
+    for index, case in ((1, "case_0001"), (2, "case_0002")):
+        phantom = _phantom(index)
+        assert phantom.label.any()  # the phantom has a tumour: the placeholder really withholds it
+        placeholder, _ = read_image(dce / "labelsTr" / f"{case}.nii.gz")
+        assert placeholder.shape == PAIR_SHAPE and not placeholder.any()
+        for channel in range(3):  # the DM still trains on every phase of the unlabelled case
+            image, _ = read_image(dce / "imagesTr" / f"{case}_{channel:04d}.nii.gz")
+            np.testing.assert_array_equal(image, phantom.images[channel])
+    label, _ = read_image(dce / "labelsTr" / "case_0000.nii.gz")
+    np.testing.assert_array_equal(label, _phantom(0).label)
+
+
+def test_pre_only_copy_keeps_its_labels(dce_pair):
+    _, dce, pre = dce_pair
+    assert sorted(p.name for p in (pre / "labelsTr").iterdir()) == ["case_0000.nii.gz"]
+    label, _ = read_image(pre / "labelsTr" / "case_0000.nii.gz")
+    assert label.any()
+    np.testing.assert_array_equal(label, _phantom(0).label)
+    test_copy, _ = read_image(pre / "labelsTs" / "test_0000.nii.gz")
+    test_original, _ = read_image(dce / "labelsTs" / "test_0000.nii.gz")
+    np.testing.assert_array_equal(test_copy, test_original)
+    np.testing.assert_array_equal(test_copy, _phantom(0, split=1).label)
+
+
+def test_pair_dataset_json_keys(dce_pair):
+    _, dce, pre = dce_pair
+    dce_meta = json.loads((dce / "dataset.json").read_text())
+    pre_meta = json.loads((pre / "dataset.json").read_text())
+    assert dce_meta["channel_names"] == {"0": "pre", "1": "post1", "2": "post2"}
+    assert dce_meta["numTraining"] == 3 and dce_meta["pre_only_dataset"] == pre.name
+    assert dce_meta["synth"]["kind"] == "breast_dce" and dce_meta["synth"]["cases"] == 3
+    assert pre_meta["channel_names"] == {"0": "pre"} and pre_meta["numTraining"] == LABELED
+    assert pre_meta["paired_dce_dataset"] == dce.name  # where DKMTrainer looks for the diffusion module
+    assert pre_meta["synth"]["labeled_cases"] == LABELED and pre_meta["synth"]["channels"] == [0]
+    assert "unlabeled_cases" not in pre_meta
+    assert dce_meta["labels"] == pre_meta["labels"] == {"background": 0, "tumor": 1}
