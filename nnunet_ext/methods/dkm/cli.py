@@ -24,13 +24,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     s.add_argument("-p", default="nnUNetPlansCPU", help="plans identifier")
     s.add_argument("--reference", default=None, help="folder with real post-contrast images for PSNR/SSIM")
     s.add_argument("--timesteps", type=int, nargs="+", default=[50, 100, 200],
-                   help="timesteps averaged by the one-step synthesis")
-    s.add_argument("-device", default="cpu")
+                   help="timesteps averaged by the one-step synthesis, each in 0..999 (the DM's linear schedule)")
+    s.add_argument("-device", default="cpu", help="cpu, cuda or mps (checked before anything is loaded)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace -o if it is an earlier output of this command (never any other folder)")
 
 
 def run(args: argparse.Namespace) -> int:
+    # every argument, input and the model are validated by synthesize_post_folder before it writes anything
     from nnunet_ext.methods.dkm.inference import synthesize_post_folder
 
     metrics = synthesize_post_folder(args.i, args.o, args.d, args.c, args.f, args.tr, args.p, args.reference,

@@ -49,14 +49,59 @@ def _model_folder(dataset: str, configuration: str, trainer: str, plans: str) ->
     results = os.environ.get("nnUNet_results")
     if not results:
         raise UserInputError("nnUNet_results is not set: run eval \"$(nnunet-ext env)\" first")
+    if not dataset.startswith("Dataset") and not dataset.isdigit():
+        raise UserInputError(f"-d must be a dataset id or a DatasetXXX_Name folder name, got '{dataset}'")
     try:
         name = maybe_convert_to_dataset_name(dataset)
-    except RuntimeError:
-        raise UserInputError(f"dataset {dataset} not found in nnUNet_raw/nnUNet_preprocessed/nnUNet_results") from None
-    folder = Path(results) / name / f"{trainer}__{plans}__{configuration}"
+    except RuntimeError as exc:
+        reason = "ambiguous" if "More than one" in str(exc) else "not found"
+        raise UserInputError(f"dataset {dataset} {reason} in nnUNet_raw/nnUNet_preprocessed/nnUNet_results") from None
+    trained = Path(results) / name
+    folder = trained / f"{trainer}__{plans}__{configuration}"
     if not folder.is_dir():
-        raise UserInputError(f"no trained diffusion module at {folder}")
+        # name what exists, so a wrong -c, -tr or -p is obvious from the one line
+        found = sorted(p.name for p in trained.glob("*__*__*") if p.is_dir()) if trained.is_dir() else []
+        raise UserInputError(f"no trained diffusion module at {folder}"
+                             + (f" (found: {', '.join(found)})" if found else ""))
     return folder
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UserInputError(f"model folder lacks {path.name}: {path}")
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(content, dict):
+        raise UserInputError(f"{path} is not a JSON object")
+    return content
+
+
+def _check_readable_image(path: Path, role: str) -> tuple[int, ...]:
+    """Read an image fully (a truncated or corrupt file fails here, not mid-run); return its array shape."""
+    from nnunet_ext.imageio import read_image
+
+    array, _ = read_image(path)
+    if array.ndim not in (2, 3):
+        raise UserInputError(f"{role} {path} has {array.ndim} array dimensions; expected a 3D (or 2D) image")
+    if not np.isfinite(array).all():
+        raise UserInputError(f"{role} {path} contains NaN or infinite voxels")
+    return array.shape
+
+
+def _check_checkpoint(path: Path) -> None:
+    """The checkpoint opens and looks like nnU-Net's (``network_weights``, ``trainer_name``)."""
+    import pickle
+    import zipfile
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"cannot load checkpoint {path}: {first}") from None
+    if not isinstance(checkpoint, dict) or not {"network_weights", "trainer_name"} <= set(checkpoint):
+        raise UserInputError(f"{path} is not an nnU-Net checkpoint (no network_weights/trainer_name)")
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -73,7 +118,8 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
     ``reference_folder`` holds real post-contrast images named ``<case>.nii.gz`` or ``<case>_XXXX.nii.gz`` (the last
     channel of an nnU-Net images folder is used); then a ``metrics.json`` with per-case and mean PSNR/SSIM is written.
     ``output_folder`` must not exist (or, with ``overwrite``, be an earlier nnunet-ext output) and must not equal,
-    contain or lie inside the input or reference folders.
+    contain or lie inside the input or reference folders. Every argument, input image, the model's plans and
+    configuration and the checkpoint are checked before anything is written (one-line UserInputError).
     """
     import SimpleITK as sitk
     import torch
@@ -83,28 +129,66 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
 
     from nnunet_ext.atomic import atomic_output_dir, check_disjoint, check_replaceable
     from nnunet_ext.imageio import read_image
+    from nnunet_ext.pipeline import check_device
 
+    # Bad input fails here, in this order, before the model is loaded or any output exists:
+    # 1. arguments (nothing read yet)
     input_folder, output_folder = Path(input_folder), Path(output_folder)
-    if not input_folder.is_dir():
-        raise UserInputError(f"input folder does not exist: {input_folder}")
+    reference_folder = Path(reference_folder) if reference_folder is not None else None
+    timesteps = tuple(timesteps)
+    schedule_length = LinearDiffusionSchedule().num_timesteps
+    if not timesteps:
+        raise UserInputError("--timesteps needs at least one timestep")
+    bad = [t for t in timesteps if not 0 <= int(t) < schedule_length]
+    if bad:
+        raise UserInputError(f"--timesteps must lie in 0..{schedule_length - 1} (the diffusion schedule has "
+                             f"{schedule_length} steps), got {bad[0]}")
+    fold = str(fold)
+    if fold != "all" and not fold.isdigit():
+        raise UserInputError(f"-f must be a fold number or 'all', got '{fold}'")
+    check_device(device)
     inputs = [input_folder, reference_folder]
     check_disjoint(output_folder, inputs, role="-o")
     check_replaceable(output_folder, overwrite, what="-o")
+
+    # 2. inputs: every image present and readable
+    if not input_folder.is_dir():
+        raise UserInputError(f"input folder does not exist: {input_folder}")
+    if reference_folder is not None and not reference_folder.is_dir():
+        raise UserInputError(f"--reference folder does not exist: {reference_folder}")
     files = sorted(input_folder.glob("*_0000.nii.gz"))
     if not files:
         raise UserInputError(f"no pre-contrast images (*_0000.nii.gz) in {input_folder}")
-    model = _model_folder(dataset, configuration, trainer, plans)
-    if not (model / f"fold_{fold}" / checkpoint).is_file():
-        raise UserInputError(f"missing checkpoint {model / f'fold_{fold}' / checkpoint}")
     references = {}
-    if reference_folder is not None:
-        for f in files:
-            case = f.name[:-len("_0000.nii.gz")]
-            candidates = sorted(Path(reference_folder).glob(f"{case}.nii.gz")) or \
-                sorted(Path(reference_folder).glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
-            if not candidates:
-                raise UserInputError(f"no reference post-contrast image for case {case} in {reference_folder}")
-            references[case] = candidates[-1]
+    for f in files:
+        shape = _check_readable_image(f, "pre-contrast image")
+        if reference_folder is None:
+            continue
+        case = f.name[:-len("_0000.nii.gz")]
+        candidates = sorted(reference_folder.glob(f"{case}.nii.gz")) or \
+            sorted(reference_folder.glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
+        if not candidates:
+            raise UserInputError(f"no reference post-contrast image for case {case} in {reference_folder}")
+        references[case] = candidates[-1]
+        reference_shape = _check_readable_image(references[case], "reference image")
+        if reference_shape != shape:
+            raise UserInputError(f"reference {references[case]} has shape {reference_shape}, the pre-contrast "
+                                 f"image {f} has {shape}")
+
+    # 3. model folder, its plans and the configuration
+    model = _model_folder(dataset, configuration, trainer, plans)
+    model_plans = _read_json(model / "plans.json")
+    _read_json(model / "dataset.json")
+    available = sorted((model_plans.get("configurations") or {}).keys())
+    if configuration not in available:
+        raise UserInputError(f"-c {configuration} is not a configuration of {model / 'plans.json'} (has: "
+                             f"{', '.join(available) or 'none'})")
+
+    # 4. checkpoint
+    checkpoint_file = model / f"fold_{fold}" / checkpoint
+    if not checkpoint_file.is_file():
+        raise UserInputError(f"missing checkpoint {checkpoint_file}")
+    _check_checkpoint(checkpoint_file)
 
     predictor = nnUNetPredictor(device=torch.device(device), verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model), [fold if fold == "all" else int(fold)], checkpoint)
@@ -135,9 +219,6 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
             sitk.WriteImage(image, str(tmp / f"{case}.nii.gz"), useCompression=True)
             if case in references:
                 ref, _ = read_image(references[case])
-                if ref.shape != full.shape:
-                    raise UserInputError(f"reference {references[case]} has shape {ref.shape}, the pre-contrast "
-                                         f"image {f} has {full.shape}")
                 metrics[case] = image_similarity(full, zscore(ref.astype(np.float32)))
         if metrics:
             mean = {m: float(np.mean([c[m] for c in metrics.values()])) for m in ("PSNR", "SSIM")}
