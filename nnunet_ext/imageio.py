@@ -43,4 +43,21 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise UserInputError(f"cannot read image {path}: {first}") from None
+    _check_gzip_complete(path)
     return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))
+
+
+def _check_gzip_complete(path: Path) -> None:
+    """SimpleITK reads a truncated ``.gz`` image without complaint (the missing voxels become 0), so the gzip stream
+    is read to its end here: a cut or damaged file raises UserInputError instead of giving silently wrong data."""
+    import gzip
+    import zlib
+
+    if not path.name.endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise UserInputError(f"cannot read image {path}: truncated or corrupt gzip data ({exc})") from None

@@ -87,11 +87,11 @@ def _read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarr
     if np.issubdtype(values.dtype, np.floating):
         bad = values[~np.isfinite(values) | (values != np.round(values))]
         if bad.size:
-            raise UserInputError(f"{path}: label values must be integers, found {bad[0]!r}")
+            raise UserInputError(f"{path}: label values must be integers, found {bad[0].item()!r}")
     elif not np.issubdtype(values.dtype, np.integer) and values.dtype != bool:
         raise UserInputError(f"{path}: label map has pixel type {values.dtype}; expected integers")
     if values.size and values[0] < 0:
-        raise UserInputError(f"{path}: label values must be non-negative, found {values[0]!r}")
+        raise UserInputError(f"{path}: label values must be non-negative, found {values[0].item()!r}")
     return array, spacing, values.astype(np.int64)
 
 
