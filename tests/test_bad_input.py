@@ -1,0 +1,736 @@
+"""The bad-input suite: one table of bad inputs covering every ``nnunet-ext`` verb.
+
+Each row runs ``nnunet_ext.cli.main(argv)`` in-process inside a fresh copy of a small "world" (nnU-Net folders, a tiny
+raw dataset, reference/prediction label maps, a DCE NIfTI folder, a fake TCIA DICOM tree, pre-contrast images and a
+fake trained DKM model) and asserts the house rules for bad input:
+
+* exit code 2;
+* stderr is exactly one non-empty line ``nnunet-ext VERB: error: ...`` that matches the row's regex;
+* no partial output: the row's output path is absent, and no file or folder appeared anywhere in the world;
+* the user's files are untouched: sha256 of every file in the world is the same before and after.
+
+A new verb (or a new bad input) joins by adding rows to :data:`CASES`. The ``synth`` rows are generated from each
+phantom kind's declared options (unknown key per kind; a wrong type and an out-of-range value per option), so a new
+option gets its rows automatically. Heavy work (fingerprinting, training, model loading) is replaced by a tripwire:
+a row that gets past validation fails fast with :class:`WorkStarted` instead of running for minutes.
+``count_cases()`` is read by the results script (``bad_input_cases``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from nnunet_ext.cli import COMMANDS, main
+from nnunet_ext.synth.cli import KIND_MODULES, get_kind
+from nnunet_ext.synth.options import Choice, Flag, Integer, Number, Numbers, Option, RangePair
+
+W = "{w}"  # placeholder for the world root in argv
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input.
+
+    Args:
+        id: test id.
+        argv: command line after ``nnunet-ext``; ``{w}`` is replaced by the world folder.
+        error: regex searched in the single stderr line (after ``VERB: error: ``).
+        setup: ``setup(world, monkeypatch)`` breaks the world before the call (corrupt a file, unset a variable).
+        absent: output path (with ``{w}``) that must not exist afterwards.
+        xfail: reason, when the row documents a known gap owned by someone else.
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    error: str
+    setup: Callable[[Path, pytest.MonkeyPatch], None] | None = None
+    absent: str | None = None
+    xfail: str | None = None
+
+    @property
+    def verb(self) -> str:
+        return self.argv[0] if self.argv and self.argv[0] in COMMANDS else ""
+
+
+def _case(id: str, argv: list[str], error: str, setup=None, absent=None, xfail=None) -> Case:
+    return Case(id, tuple(argv), error, setup, absent, xfail)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# world setup helpers (each breaks one thing in the world copy of one row)
+
+
+def _write_label(path: Path, array: np.ndarray, spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                 direction=None) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(s) for s in reversed(spacing)])
+    image.SetOrigin([float(o) for o in reversed(origin)])
+    if direction is not None:
+        image.SetDirection(direction)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _label_map(seed: int) -> np.ndarray:
+    label = np.zeros((4, 8, 8), np.uint8)
+    label[1:3, 2 + seed:5 + seed, 2:6] = 1
+    return label
+
+
+def _unset(variable: str):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv(variable, raising=False)
+    return setup
+
+
+def _no_cuda(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _garbage(relative: str, content: bytes = b"this is not an image file " * 8):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        (world / relative).write_bytes(content)
+    return setup
+
+
+def _truncate(relative: str, keep: float = 0.5):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        data = (world / relative).read_bytes()
+        (world / relative).write_bytes(data[:int(len(data) * keep)])
+    return setup
+
+
+def _delete(relative: str):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        target = world / relative
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    return setup
+
+
+def _empty(relative: str):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        for path in (world / relative).iterdir():
+            path.unlink()
+    return setup
+
+
+def _folder(relative: str, files: dict[str, bytes] | None = None, marker_by: str | None = None):
+    """A folder that exists before the call (a user's, or another verb's output)."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        folder = world / relative
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in (files or {}).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(content)
+        if marker_by is not None:
+            from nnunet_ext.atomic import write_marker
+            write_marker(folder, marker_by)
+    return setup
+
+
+def _file(relative: str, content: bytes = b"a user's file\n"):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        (world / relative).write_bytes(content)
+    return setup
+
+
+def _image(relative: str, array: np.ndarray, **geometry):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        _write_label(world / relative, array, **geometry)
+    return setup
+
+
+def _json(relative: str, content: Any):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        (world / relative).write_text(content if isinstance(content, str) else json.dumps(content))
+    return setup
+
+
+def _torch_save(relative: str, content: Any):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import torch
+
+        torch.save(content, world / relative)
+    return setup
+
+
+def _in_process_integrity_check(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's integrity check without its spawn pool (as tests/conftest.py's fixture does)."""
+    from types import SimpleNamespace
+
+    from nnunetv2.experiment_planning import verify_dataset_integrity as vdi
+
+    from tests.conftest import _InProcessPool
+
+    monkeypatch.setattr(vdi, "multiprocessing", SimpleNamespace(
+        get_context=lambda method: SimpleNamespace(Pool=_InProcessPool)))
+    bad = _label_map(0)
+    bad[0, 0, 0] = 3  # dataset.json declares labels 0 and 1 only
+    _write_label(world / "raw" / "Dataset005_Tiny" / "labelsTr" / "case_0000.nii.gz", bad)
+
+
+def _dicom_first_of_phase(world: Path, temporal_position: int) -> Path:
+    import pydicom
+
+    for path in sorted((world / "dicom" / "UCSF-BR-01").rglob("*.dcm")):
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if header.get("TemporalPositionIdentifier") == temporal_position:
+            return path
+    raise AssertionError(f"no DCE slice of phase {temporal_position} in the fake DICOM tree")
+
+
+def _corrupt_dicom(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _dicom_first_of_phase(world, 2).write_bytes(b"this is not a DICOM file" * 10)
+
+
+def _truncate_dicom_pixels(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _dicom_first_of_phase(world, 2)
+    path.write_bytes(path.read_bytes()[:-40])
+
+
+def _dicom_seg_off_grid(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.datasets_conversion.test_breast_mri_nact_pilot import write_study
+
+    write_study(world / "dicom" / "UCSF-BR-05", np.random.default_rng(5), "UCSF-BR-05", "19990101",
+                seg_slice_shift=0.25)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: synth (generated from the declared options of every kind)
+
+SYNTH_OUT = f"{W}/synth_raw"  # absent: synth refuses before it creates anything
+SYNTH_BASE = ["-d", "7", "--cases", "1", "--test_cases", "0", "--raw", SYNTH_OUT]
+
+
+def _wrong_type(option: Option) -> Any:
+    """A value of the wrong JSON type for ``option`` (never null, which optional options accept)."""
+    kind = option.type
+    if isinstance(kind, Number):
+        return "abc"
+    if isinstance(kind, Integer):
+        return 2.5
+    if isinstance(kind, Flag):
+        return 1
+    if isinstance(kind, Choice):
+        return 3
+    if isinstance(kind, RangePair):
+        return "abc" if kind.single else 5
+    if isinstance(kind, Numbers):
+        return [8] * (kind.length - 1) + ["x"]
+    raise AssertionError(f"no wrong-type value for {option}")
+
+
+def _outside(element: Number | Integer) -> float | int:
+    """A value of the element's type just outside its allowed range."""
+    step = 1 if isinstance(element, Integer) else 0.5
+    if element.minimum is not None:
+        return element.minimum if getattr(element, "exclusive_minimum", False) else element.minimum - step
+    return element.maximum + step
+
+
+def _out_of_range(option: Option) -> Any | None:
+    """A value of the right type but outside the allowed values; None for flags (true/false are all allowed)."""
+    kind = option.type
+    if isinstance(kind, (Number, Integer)):
+        return _outside(kind)
+    if isinstance(kind, Choice):
+        return "not_a_choice"
+    if isinstance(kind, RangePair):
+        inside = kind.element.maximum if kind.element.maximum is not None else (kind.element.minimum or 0) + 1
+        return [_outside(kind.element), inside]
+    if isinstance(kind, Numbers):
+        return [_outside(kind.element)] * kind.length
+    return None
+
+
+def _synth_option_rows() -> list[Case]:
+    rows = []
+    for kind_name in KIND_MODULES:
+        kind = get_kind(kind_name)
+        rows.append(_case(f"synth-{kind_name}-unknown_option", ["synth", kind_name, *SYNTH_BASE, "--option",
+                                                                "bogus=1"],
+                          rf"^{kind_name}: unknown option bogus \(options: shape, ", absent=SYNTH_OUT))
+        for option in kind.option_specs:
+            values = {"wrong_type": _wrong_type(option), "out_of_range": _out_of_range(option)}
+            for what, value in values.items():
+                if value is None:
+                    continue
+                rows.append(_case(f"synth-{kind_name}-{option.name}-{what}",
+                                  ["synth", kind_name, *SYNTH_BASE, "--option", f"{option.name}={json.dumps(value)}"],
+                                  rf"^{kind_name}: option {option.name}=.* is invalid: expected ",
+                                  absent=SYNTH_OUT))
+    return rows
+
+
+SYNTH_ROWS = _synth_option_rows() + [
+    _case("synth-unknown_kind", ["synth", "lungs", *SYNTH_BASE], r"unknown synth kind 'lungs' \(choose from breast_dce"),
+    _case("synth-zero_cases", ["synth", "mammo_2d", *SYNTH_BASE, "--cases", "0"], r"--cases must be >= 1, got 0",
+          absent=SYNTH_OUT),
+    _case("synth-negative_test_cases", ["synth", "mammo_2d", *SYNTH_BASE, "--test_cases", "-1"],
+          r"--test_cases must be >= 0, got -1", absent=SYNTH_OUT),
+    _case("synth-dataset_id_1000", ["synth", "mammo_2d", *SYNTH_BASE, "-d", "1000"],
+          r"dataset id must be in 1\.\.999, got 1000", absent=SYNTH_OUT),
+    _case("synth-dataset_id_not_a_number", ["synth", "mammo_2d", "-d", "seven"],
+          r"argument -d: invalid int value: 'seven'"),
+    _case("synth-missing_dataset_id", ["synth", "mammo_2d", "--raw", SYNTH_OUT], r"-d DATASET_ID is required",
+          absent=SYNTH_OUT),
+    _case("synth-no_raw_folder", ["synth", "mammo_2d", "-d", "7"], r"no output folder: set nnUNet_raw",
+          setup=_unset("nnUNet_raw")),
+    _case("synth-existing_id", ["synth", "head_ct_ich", "-d", "5", "--raw", f"{W}/raw", "--cases", "1"],
+          r"dataset id 5 already exists at .*Dataset005_Tiny \(pass --overwrite"),
+    _case("synth-existing_foreign_id_overwrite", ["synth", "head_ct_ich", "-d", "5", "--raw", f"{W}/raw", "--cases",
+                                                  "1", "--overwrite"],
+          r"refusing to replace .*Dataset005_Tiny: it was not written by nnunet-ext"),
+    _case("synth-option_without_value", ["synth", "ultrasound_2d", *SYNTH_BASE, "--option", "scene"],
+          r"--option expects KEY=VALUE, got 'scene'", absent=SYNTH_OUT),
+    _case("synth-option_twice", ["synth", "ultrasound_2d", *SYNTH_BASE, "--option", "scene=cardiac", "--option",
+                                 "scene=fetal_head"], r"--option scene is given twice", absent=SYNTH_OUT),
+    _case("synth-shape_flag_2d_for_3d", ["synth", "breast_dce", *SYNTH_BASE, "--shape", "32", "32"],
+          r"breast_dce: option shape=\[32, 32\] is invalid: expected 3 integers each >= 8 \(z y x\)",
+          absent=SYNTH_OUT),
+    _case("synth-shape_flag_not_integer", ["synth", "breast_dce", *SYNTH_BASE, "--shape", "8", "x", "8"],
+          r"argument --shape: invalid int value: 'x'"),
+    _case("synth-pre_only_id_same", ["synth", "breast_dce", *SYNTH_BASE, "--pre_only_id", "7"],
+          r"--pre_only_id must differ from -d", absent=SYNTH_OUT),
+    _case("synth-pre_only_single_channel", ["synth", "mammo_2d", *SYNTH_BASE, "--pre_only_id", "8"],
+          r"--pre_only_id needs a multi-channel kind", absent=SYNTH_OUT),
+    _case("synth-labeled_cases_too_many", ["synth", "breast_dce", *SYNTH_BASE, "--pre_only_id", "8",
+                                           "--labeled_cases", "3"], r"--labeled_cases must be in 1\.\.1, got 3",
+          absent=SYNTH_OUT),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: evaluate
+
+EVAL = ["evaluate", "-ref", f"{W}/eval/ref", "-pred", f"{W}/eval/pred"]
+PRED1 = "eval/pred/case_001.nii.gz"
+
+EVALUATE_ROWS = [
+    _case("evaluate-missing_reference_folder", ["evaluate", "-ref", f"{W}/nope", "-pred", f"{W}/eval/pred"],
+          r"reference folder not found: .*nope"),
+    _case("evaluate-missing_prediction_folder", ["evaluate", "-ref", f"{W}/eval/ref", "-pred", f"{W}/nope"],
+          r"prediction folder not found: .*nope"),
+    _case("evaluate-missing_prediction", EVAL, r"reference case_001\.nii\.gz has no prediction",
+          setup=_delete(PRED1)),
+    _case("evaluate-no_references", EVAL, r"no reference images", setup=_empty("eval/ref")),
+    _case("evaluate-shape_mismatch", EVAL, r"case_001\.nii\.gz: shape mismatch, reference \(4, 8, 8\) vs prediction "
+                                           r"\(4, 8, 9\)", setup=_image(PRED1, np.zeros((4, 8, 9), np.uint8))),
+    _case("evaluate-spacing_mismatch", EVAL, r"case_001\.nii\.gz: spacing mismatch",
+          setup=_image(PRED1, _label_map(1), spacing=(2.0, 1.0, 1.1))),
+    _case("evaluate-origin_mismatch", EVAL, r"case_001\.nii\.gz: origin mismatch",
+          setup=_image(PRED1, _label_map(1), origin=(0.0, 0.5, 0.0))),
+    _case("evaluate-direction_mismatch", EVAL, r"case_001\.nii\.gz: direction mismatch",
+          setup=_image(PRED1, _label_map(1), direction=(0, 1, 0, 1, 0, 0, 0, 0, -1))),
+    _case("evaluate-non_integer_labels", EVAL, r"case_001\.nii\.gz: label values must be integers, found 0\.5",
+          setup=_image(PRED1, np.full((4, 8, 8), 0.5, np.float32))),
+    _case("evaluate-negative_labels", EVAL, r"case_001\.nii\.gz: label values must be non-negative, found -1",
+          setup=_image(PRED1, np.full((4, 8, 8), -1, np.int16))),
+    _case("evaluate-corrupt_prediction", EVAL, r"cannot read image .*case_001\.nii\.gz", setup=_garbage(PRED1)),
+    _case("evaluate-truncated_prediction", EVAL, r"cannot read image .*case_001\.nii\.gz", setup=_truncate(PRED1)),
+    _case("evaluate-summary_over_reference", [*EVAL, "-o", f"{W}/eval/ref/case_000.nii.gz"],
+          r"-o .* would overwrite the reference image case_000\.nii\.gz"),
+    _case("evaluate-csv_over_prediction", [*EVAL, "--csv", f"{W}/eval/pred/case_001.nii.gz"],
+          r"--csv .* would overwrite the prediction image case_001\.nii\.gz"),
+    _case("evaluate-summary_inside_references", [*EVAL, "-o", f"{W}/eval/ref/summary.json"],
+          r"-o .* lies inside the reference folder", absent=f"{W}/eval/ref/summary.json"),
+    _case("evaluate-summary_onto_folder", [*EVAL, "-o", f"{W}/eval"], r"-o .* is a folder"),
+    _case("evaluate-same_output_twice", [*EVAL, "-o", f"{W}/x.json", "--csv", f"{W}/x.json"],
+          r"summary and CSV outputs are the same file", absent=f"{W}/x.json"),
+    _case("evaluate-zero_processes", [*EVAL, "-np", "0"], r"-np must be >= 1, got 0"),
+    _case("evaluate-negative_label_option", [*EVAL, "-l", "1", "-2"], r"labels must be non-negative, got -2"),
+    _case("evaluate-missing_argument", ["evaluate", "-pred", f"{W}/eval/pred"],
+          r"the following arguments are required: -ref"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: plan_and_preprocess
+
+PLAN = ["plan_and_preprocess", "-pl", "CPUPlanner", "-c", "3d_fullres"]
+
+PLAN_ROWS = [
+    _case("plan-id_out_of_range", [*PLAN, "-d", "0"], r"-d: dataset id must be in 1\.\.999, got 0"),
+    _case("plan-id_not_a_number", [*PLAN, "-d", "five"], r"argument -d: invalid int value: 'five'"),
+    _case("plan-id_twice", [*PLAN, "-d", "5", "5"], r"-d lists a dataset id twice"),
+    _case("plan-unknown_id", [*PLAN, "-d", "6"], r"no dataset with id 6 in .*raw"),
+    _case("plan-no_dataset_json", [*PLAN, "-d", "5"], r"Dataset005_Tiny has no dataset\.json",
+          setup=_delete("raw/Dataset005_Tiny/dataset.json")),
+    _case("plan-raw_not_set", [*PLAN, "-d", "5"], r"nnUNet_raw is not set", setup=_unset("nnUNet_raw")),
+    _case("plan-raw_missing", [*PLAN, "-d", "5"], r"nnUNet_raw folder .*raw does not exist", setup=_delete("raw")),
+    _case("plan-preprocessed_not_set", [*PLAN, "-d", "5"], r"nnUNet_preprocessed is not set",
+          setup=_unset("nnUNet_preprocessed")),
+    _case("plan-unknown_planner", ["plan_and_preprocess", "-d", "5", "-pl", "NoSuchPlanner"],
+          r"planner 'NoSuchPlanner' not found"),
+    _case("plan-unknown_configuration", ["plan_and_preprocess", "-d", "5", "-pl", "CPUPlanner", "-c", "3d_highres"],
+          r"-c: unknown configuration 3d_highres \(choose from 2d, 3d_fullres, 3d_lowres\)"),
+    _case("plan-zero_processes", [*PLAN, "-d", "5", "-npfp", "0"], r"-npfp must be >= 1, got 0"),
+    _case("plan-plans_name_with_path", [*PLAN, "-d", "5", "-overwrite_plans_name", "../../elsewhere"],
+          r"-overwrite_plans_name '\.\./\.\./elsewhere' must be a plain file name"),
+    _case("plan-stale_dataset_name", [*PLAN, "-d", "5"], r"Dataset005_Old in .*preprocessed",
+          setup=_folder("preprocessed/Dataset005_Old")),
+    _case("plan-integrity_check_fails", [*PLAN, "-d", "5", "--verify_dataset_integrity"],
+          r"Dataset005_Tiny fails nnU-Net's dataset integrity check", setup=_in_process_integrity_check,
+          absent=f"{W}/preprocessed/Dataset005_Tiny"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: dkm synthesize-post
+
+DKM = ["dkm", "synthesize-post", "-i", f"{W}/dkm/in", "-o", f"{W}/out_dkm", "-d", "601",
+       "--reference", f"{W}/dkm/ref"]
+MODEL = "results/Dataset601_DKMFake/DKMDiffusionTrainer_small__nnUNetPlansCPU__3d_fullres"
+DKM_OUT = f"{W}/out_dkm"
+
+DKM_ROWS = [
+    _case("dkm-timestep_too_large", [*DKM, "--timesteps", "5000"],
+          r"--timesteps must lie in 0\.\.999 .* got 5000", absent=DKM_OUT),
+    _case("dkm-timestep_negative", [*DKM, "--timesteps", "50", "-1"], r"--timesteps must lie in 0\.\.999 .* got -1",
+          absent=DKM_OUT),
+    _case("dkm-timestep_not_a_number", [*DKM, "--timesteps", "early"], r"argument --timesteps: invalid int value"),
+    _case("dkm-cuda_without_gpu", [*DKM, "-device", "cuda"], r"-device cuda: no CUDA device is available",
+          setup=_no_cuda, absent=DKM_OUT),
+    _case("dkm-unknown_device", [*DKM, "-device", "tpu"], r"-device must be cpu, cuda or mps, got 'tpu'",
+          absent=DKM_OUT),
+    _case("dkm-bad_fold", [*DKM, "-f", "first"], r"-f must be a fold number or 'all', got 'first'", absent=DKM_OUT),
+    _case("dkm-output_is_input", ["dkm", "synthesize-post", "-i", f"{W}/dkm/in", "-o", f"{W}/dkm/in", "-d", "601"],
+          r"-o .* is the same folder as the input"),
+    _case("dkm-output_inside_reference", [*DKM[:5], f"{W}/dkm/ref/synth", *DKM[6:]],
+          r"-o .* lies inside the input .*ref", absent=f"{W}/dkm/ref/synth"),
+    _case("dkm-output_exists", DKM, r"-o .*out_dkm already exists \(pass --overwrite",
+          setup=_folder("out_dkm", {"mine.txt": b"keep me"})),
+    _case("dkm-output_foreign_overwrite", [*DKM, "--overwrite"], r"refusing to replace .*out_dkm: it was not written",
+          setup=_folder("out_dkm", {"mine.txt": b"keep me"})),
+    _case("dkm-missing_input_folder", ["dkm", "synthesize-post", "-i", f"{W}/nope", "-o", DKM_OUT, "-d", "601"],
+          r"input folder does not exist: .*nope", absent=DKM_OUT),
+    _case("dkm-no_pre_contrast_images", DKM, r"no pre-contrast images \(\*_0000\.nii\.gz\) in .*in",
+          setup=_delete("dkm/in/case_0000_0000.nii.gz"), absent=DKM_OUT),
+    _case("dkm-corrupt_input_image", DKM, r"cannot read image .*case_0000_0000\.nii\.gz",
+          setup=_garbage("dkm/in/case_0000_0000.nii.gz"), absent=DKM_OUT),
+    _case("dkm-truncated_input_image", DKM, r"cannot read image .*case_0000_0000\.nii\.gz",
+          setup=_truncate("dkm/in/case_0000_0000.nii.gz"), absent=DKM_OUT),
+    _case("dkm-missing_reference_folder", [*DKM[:-1], f"{W}/nope"], r"--reference folder does not exist",
+          absent=DKM_OUT),
+    _case("dkm-missing_reference_image", DKM, r"no reference post-contrast image for case case_0000",
+          setup=_delete("dkm/ref/case_0000_0001.nii.gz"), absent=DKM_OUT),
+    _case("dkm-reference_shape_mismatch", DKM, r"reference .*case_0000_0001\.nii\.gz has shape \(4, 16, 15\)",
+          setup=_image("dkm/ref/case_0000_0001.nii.gz", np.zeros((4, 16, 15), np.float32)), absent=DKM_OUT),
+    _case("dkm-results_not_set", DKM, r"nnUNet_results is not set", setup=_unset("nnUNet_results"), absent=DKM_OUT),
+    _case("dkm-unknown_dataset", [*DKM[:7], "602", *DKM[8:]], r"dataset 602 not found", absent=DKM_OUT),
+    _case("dkm-dataset_not_an_id", [*DKM[:7], "breast", *DKM[8:]], r"-d must be a dataset id or a DatasetXXX_Name",
+          absent=DKM_OUT),
+    _case("dkm-unknown_configuration_folder", [*DKM, "-c", "2d"],
+          r"no trained diffusion module at .*__2d \(found: .*__3d_fullres", absent=DKM_OUT),
+    _case("dkm-configuration_not_in_plans", [*DKM, "-c", "3d_lowres"],
+          r"-c 3d_lowres is not a configuration of .*plans\.json \(has: 3d_fullres\)", absent=DKM_OUT),
+    _case("dkm-unknown_trainer", [*DKM, "-tr", "NoSuchTrainer"], r"no trained diffusion module at .*NoSuchTrainer__",
+          absent=DKM_OUT),
+    _case("dkm-plans_missing", DKM, r"model folder lacks plans\.json", setup=_delete(f"{MODEL}/plans.json"),
+          absent=DKM_OUT),
+    _case("dkm-plans_corrupt", DKM, r"plans\.json is not valid JSON", setup=_json(f"{MODEL}/plans.json", "{oops"),
+          absent=DKM_OUT),
+    _case("dkm-missing_checkpoint", [*DKM, "-f", "0"], r"missing checkpoint .*fold_0.*checkpoint_final\.pth",
+          absent=DKM_OUT),
+    _case("dkm-corrupt_checkpoint", DKM, r"cannot load checkpoint .*checkpoint_final\.pth",
+          setup=_garbage(f"{MODEL}/fold_all/checkpoint_final.pth"), absent=DKM_OUT),
+    _case("dkm-foreign_checkpoint", DKM, r"checkpoint_final\.pth is not an nnU-Net checkpoint",
+          setup=_torch_save(f"{MODEL}/fold_all/checkpoint_final.pth", {"weights": [1, 2]}), absent=DKM_OUT),
+    _case("dkm-missing_arguments", ["dkm", "synthesize-post", "-i", f"{W}/dkm/in"],
+          r"the following arguments are required: -o, -d"),
+    _case("dkm-unknown_action", ["dkm", "synthesize-pre"], r"argument action: invalid choice: 'synthesize-pre'"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: convert (both converters)
+
+NIFTI = ["convert", "dce_nifti_folder", "-i", f"{W}/dce", "-d", "11", "--pre_only_id", "12", "--raw",
+         f"{W}/out_raw", "--test_fraction", "0"]
+NACT = ["convert", "breast_mri_nact_pilot", "-i", f"{W}/dicom", "-d", "11", "--pre_only_id", "12", "--raw",
+        f"{W}/out_raw", "--test_fraction", "0"]
+# out_raw exists (as a user's nnUNet_raw does); the converters' dataset folders must not appear in it
+OUT_NIFTI = f"{W}/out_raw/Dataset011_DCENifti"
+OUT_NACT = f"{W}/out_raw/Dataset011_BreastMRINACTPilot"
+
+CONVERT_ROWS = [
+    _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
+          r"unknown converter 'kits23' \(choose from breast_mri_nact_pilot, dce_nifti_folder\)"),
+    # dce_nifti_folder
+    _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
+          r"source folder .*nope does not exist", absent=OUT_NIFTI),
+    _case("convert-nifti-corrupt_nifti", NIFTI, r"b_post1", setup=_garbage("dce/b_post1.nii.gz"), absent=OUT_NIFTI),
+    _case("convert-nifti-wrong_label_values", NIFTI, r"segmentation .*a_seg\.nii\.gz has label values 2",
+          setup=_image("dce/a_seg.nii.gz", np.full((4, 8, 8), 2, np.uint8)), absent=OUT_NIFTI),
+    _case("convert-nifti-mismatched_geometry", NIFTI, r"post1 image .*b_post1\.nii\.gz is not on the pre-contrast grid",
+          setup=_image("dce/b_post1.nii.gz", np.ones((4, 8, 8), np.float32), spacing=(2.0, 1.0, 1.5)),
+          absent=OUT_NIFTI),
+    _case("convert-nifti-nan_voxels", NIFTI, r"a_post2\.nii\.gz contains 1 NaN voxel",
+          setup=lambda w, m: _write_label(w / "dce" / "a_post2.nii.gz",
+                                          np.where(np.arange(256).reshape(4, 8, 8) == 7, np.nan, 1.0)
+                                          .astype(np.float32)), absent=OUT_NIFTI),
+    _case("convert-nifti-missing_phase", NIFTI, r"case b: missing phase post2", setup=_delete("dce/b_post2.nii.gz"),
+          absent=OUT_NIFTI),
+    _case("convert-nifti-unrecognised_file", NIFTI, r"unrecognised NIfTI file .*notes\.nii\.gz",
+          setup=_file("dce/notes.nii.gz"), absent=OUT_NIFTI),
+    _case("convert-nifti-no_segmentation", NIFTI, r"no case in .* has a tumour segmentation",
+          setup=lambda w, m: [p.unlink() for p in (w / "dce").glob("*_seg.nii.gz")], absent=OUT_NIFTI),
+    _case("convert-nifti-output_inside_source", [*NIFTI[:-3], f"{W}/dce/raw", *NIFTI[-2:]],
+          r"the output folder .*dce/raw is inside the source folder", absent=f"{W}/dce/raw"),
+    _case("convert-nifti-test_fraction_out_of_range", [*NIFTI[:-1], "1.5"], r"--test_fraction must be in \[0, 1\)",
+          absent=OUT_NIFTI),
+    _case("convert-nifti-same_ids", [*NIFTI[:7], "11", *NIFTI[8:]], r"--pre_only_id must differ from -d",
+          absent=OUT_NIFTI),
+    _case("convert-nifti-bad_name", [*NIFTI, "--name", "my data"], r"dataset name 'my data' must start with",
+          absent=OUT_NIFTI),
+    _case("convert-nifti-foreign_dataset_overwrite", [*NIFTI, "--overwrite"],
+          r"refusing to replace .*Dataset011_Mine: it was not written by nnunet-ext",
+          setup=_folder("out_raw/Dataset011_Mine", {"dataset.json": b"{}"}), absent=OUT_NIFTI),
+    _case("convert-nifti-new_raw_root_left_behind", [*NIFTI[:9], f"{W}/new_raw", *NIFTI[10:]], r"b_post1",
+          setup=_garbage("dce/b_post1.nii.gz"), absent=f"{W}/new_raw",
+          xfail="nnunet_ext/atomic.py (not owned here) keeps the parent folder it created for a failed output"),
+    _case("convert-nifti-missing_arguments", ["convert", "dce_nifti_folder", "-i", f"{W}/dce"],
+          r"^the following arguments are required: -d, --pre_only_id"),
+    # breast_mri_nact_pilot
+    _case("convert-nact-missing_source", [*NACT[:3], f"{W}/nope", *NACT[4:]], r"source folder .*nope does not exist",
+          absent=OUT_NACT),
+    _case("convert-nact-no_patients", [*NACT[:3], f"{W}/eval", *NACT[4:]], r"no patient folders with DICOM files",
+          absent=OUT_NACT),
+    _case("convert-nact-corrupt_dicom", NACT, r"UCSF-BR-01.*cannot read DICOM file", setup=_corrupt_dicom,
+          absent=OUT_NACT),
+    _case("convert-nact-truncated_pixels", NACT, r"UCSF-BR-01.*pixel data", setup=_truncate_dicom_pixels,
+          absent=OUT_NACT),
+    _case("convert-nact-segmentation_off_grid", NACT, r"UCSF-BR-05.*not on the pre-contrast grid",
+          setup=_dicom_seg_off_grid, absent=OUT_NACT),
+    _case("convert-nact-missing_phase", [*NACT, "--n_post", "3"], r"UCSF-BR-01.*missing phase", absent=OUT_NACT),
+    _case("convert-nact-zero_post_phases", [*NACT, "--n_post", "0"], r"--n_post must be >= 1, got 0",
+          absent=OUT_NACT),
+    _case("convert-nact-bad_regex", [*NACT, "--seg_description", "(PE"],
+          r"--seg_description '\(PE' is not a valid regular expression", absent=OUT_NACT),
+    _case("convert-nact-output_inside_source", [*NACT[:-3], f"{W}/dicom/raw", *NACT[-2:]],
+          r"the output folder .*dicom/raw is inside the source folder", absent=f"{W}/dicom/raw"),
+    _case("convert-nact-bad_visits", [*NACT, "--visits", "last"], r"argument --visits: invalid choice: 'last'"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: demo, env, benchmark, the dispatcher itself
+
+DEMO = ["demo", "--workspace", f"{W}/demo_ws"]
+DEMO_FOREIGN = r"--workspace .*demo_ws exists and was not created by nnunet-ext demo"
+
+DEMO_ROWS = [
+    _case("demo-foreign_workspace", DEMO, DEMO_FOREIGN, setup=_folder("demo_ws", {"thesis.tex": b"\\begin"})),
+    _case("demo-workspace_is_nnunet_root", DEMO, DEMO_FOREIGN,
+          setup=_folder("demo_ws", {"nnUNet_raw/Dataset001_Mine/dataset.json": b"{}"})),
+    _case("demo-workspace_is_a_file", DEMO, DEMO_FOREIGN, setup=_file("demo_ws")),
+    _case("demo-workspace_of_another_verb", DEMO, DEMO_FOREIGN,
+          setup=_folder("demo_ws", marker_by="nnunet-ext dkm synthesize-post")),
+    _case("demo-zero_cases", [*DEMO, "--cases", "0"], r"--cases must be >= 5", absent=f"{W}/demo_ws"),
+    _case("demo-negative_test_cases", [*DEMO, "--test_cases", "-1"], r"--test_cases must be >= 1",
+          absent=f"{W}/demo_ws"),
+    _case("demo-zero_epochs", [*DEMO, "--epochs", "0"], r"--epochs must be >= 1", absent=f"{W}/demo_ws"),
+    _case("demo-shape_too_small", [*DEMO, "--shape", "4", "32", "32"], r"--shape entries must be >= 8",
+          absent=f"{W}/demo_ws"),
+    _case("demo-shape_two_numbers", [*DEMO, "--shape", "32", "32"], r"argument --shape: expected 3 arguments"),
+    _case("demo-cuda_without_gpu", [*DEMO, "-device", "cuda"], r"-device cuda: no CUDA device is available",
+          setup=_no_cuda, absent=f"{W}/demo_ws"),
+    _case("demo-unknown_device", [*DEMO, "-device", "tpu"], r"-device must be cpu, cuda or mps, got 'tpu'",
+          absent=f"{W}/demo_ws"),
+    _case("demo-unknown_method", [*DEMO, "--method", "unet"], r"argument --method: invalid choice: 'unet'"),
+]
+
+ENV_ROWS = [
+    _case("env-unknown_flag", ["env", "--frobnicate"], r"unrecognized arguments: --frobnicate"),
+    _case("env-workspace_without_value", ["env", "--workspace"], r"argument --workspace: expected one argument"),
+    _case("env-workspace_is_a_file", ["env", "--workspace", f"{W}/a_file"], r"a_file", setup=_file("a_file"),
+          xfail="nnunet_ext/env.py (not owned here) raises NotADirectoryError with a traceback"),
+]
+
+BENCHMARK_ROWS = [
+    _case("benchmark-missing_spec", ["benchmark", "run", f"{W}/nope.yaml"], r"spec file not found: .*nope\.yaml"),
+    _case("benchmark-invalid_yaml", ["benchmark", "run", f"{W}/bad.yaml"], r"bad\.yaml: line \d+: not valid YAML",
+          setup=_file("bad.yaml", b"rows: [\n")),
+    _case("benchmark-missing_workdir", ["benchmark", "report", f"{W}/nope"], r"benchmark workdir not found"),
+]
+
+DISPATCHER_ROWS = [
+    _case("dispatcher-no_command", [], r"no command given \(choose from env, synth"),
+    _case("dispatcher-unknown_command", ["frobnicate"], r"unknown command 'frobnicate'"),
+]
+
+CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
+                     + DEMO_ROWS + BENCHMARK_ROWS)
+
+
+def count_cases() -> int:
+    """Number of bad-input rows (recorded as ``bad_input_cases`` in the results file)."""
+    return len(CASES)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the world
+
+
+def _build_world(root: Path) -> None:
+    import torch
+
+    from nnunet_ext.imageio import write_image
+    from tests.datasets_conversion.test_breast_mri_nact_pilot import write_study
+
+    for folder in ("preprocessed", "results", "out_raw", "eval/ref", "eval/pred", "dce", "dkm/in", "dkm/ref"):
+        (root / folder).mkdir(parents=True)
+    tiny = root / "raw" / "Dataset005_Tiny"
+    (tiny / "imagesTr").mkdir(parents=True)
+    (tiny / "labelsTr").mkdir()
+    (tiny / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "x": 1},
+                                                   "numTraining": 1, "file_ending": ".nii.gz"}))
+    rng = np.random.default_rng(0)
+    write_image(tiny / "imagesTr" / "case_0000_0000.nii.gz", rng.normal(size=(4, 8, 8)).astype(np.float32),
+                (2.0, 1.0, 1.0))
+    _write_label(tiny / "labelsTr" / "case_0000.nii.gz", _label_map(0))
+
+    for seed in range(2):
+        _write_label(root / "eval" / "ref" / f"case_{seed:03d}.nii.gz", _label_map(seed))
+        _write_label(root / "eval" / "pred" / f"case_{seed:03d}.nii.gz", np.roll(_label_map(seed), 1, axis=2))
+
+    for case in ("a", "b"):
+        pre = rng.uniform(50, 150, (4, 8, 8)).astype(np.float32)
+        for k, role in enumerate(("pre", "post1", "post2")):
+            _write_label(root / "dce" / f"{case}_{role}.nii.gz", pre + 40 * k)
+        _write_label(root / "dce" / f"{case}_seg.nii.gz", _label_map(0))
+
+    write_study(root / "dicom" / "UCSF-BR-01", np.random.default_rng(1), "UCSF-BR-01", "19980301")
+
+    write_image(root / "dkm" / "in" / "case_0000_0000.nii.gz", rng.normal(size=(4, 16, 16)).astype(np.float32),
+                (2.0, 1.0, 1.0))
+    write_image(root / "dkm" / "ref" / "case_0000_0001.nii.gz", rng.normal(size=(4, 16, 16)).astype(np.float32),
+                (2.0, 1.0, 1.0))
+    plans = {"dataset_name": "Dataset601_DKMFake", "plans_name": "nnUNetPlansCPU",
+             "configurations": {"3d_fullres": {"data_identifier": "nnUNetPlansCPU_3d_fullres"}}}
+    trained = root / "results" / "Dataset601_DKMFake"
+    for configuration in ("3d_fullres", "3d_lowres"):  # 3d_lowres: a folder whose plans lack that configuration
+        model = trained / f"DKMDiffusionTrainer_small__nnUNetPlansCPU__{configuration}"
+        (model / "fold_all").mkdir(parents=True)
+        (model / "plans.json").write_text(json.dumps(plans))
+        (model / "dataset.json").write_text(json.dumps({"channel_names": {"0": "pre"}, "labels": {"background": 0},
+                                                        "file_ending": ".nii.gz"}))
+        torch.save({"network_weights": {}, "trainer_name": "DKMDiffusionTrainer_small",
+                    "init_args": {"configuration": configuration}}, model / "fold_all" / "checkpoint_final.pth")
+
+
+@pytest.fixture(scope="module")
+def world_template(tmp_path_factory) -> Path:
+    pytest.importorskip("pydicom")
+    root = tmp_path_factory.mktemp("bad_input") / "template"
+    _build_world(root)
+    return root
+
+
+class WorkStarted(Exception):
+    """Raised by the tripwires: a bad input got past validation into real work."""
+
+
+def _tripwire(*args, **kwargs):
+    raise WorkStarted("bad input was not refused before heavy work started")
+
+
+@pytest.fixture
+def world(world_template, tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "w"
+    shutil.copytree(world_template, root, symlinks=True)
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(variable, str(root / variable.split("_", 1)[1]))
+    monkeypatch.delenv("NNUNET_EXT_WORKSPACE", raising=False)
+    monkeypatch.chdir(root)  # relative defaults (e.g. workspace/) land in the world, where they are seen
+
+    from nnunetv2.experiment_planning import plan_and_preprocess_api
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from nnunet_ext import demo
+
+    monkeypatch.setattr(plan_and_preprocess_api, "extract_fingerprints", _tripwire)
+    monkeypatch.setattr(nnUNetPredictor, "initialize_from_trained_model_folder", _tripwire)
+    monkeypatch.setattr(demo, "run_demo", _tripwire)
+    return root
+
+
+def tree_state(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file ('dir' / 'link -> target' otherwise), hidden entries included."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        if path.is_symlink():
+            state[relative] = f"link -> {path.readlink()}"
+        elif path.is_dir():
+            state[relative] = "dir"
+        else:
+            state[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return state
+
+
+def _params():
+    for case in CASES:
+        marks = [pytest.mark.xfail(strict=False, reason=case.xfail)] if case.xfail else []
+        if case.verb == "benchmark" or (case.argv and case.argv[0] == "benchmark"):
+            marks.append(pytest.mark.skipif("benchmark" not in COMMANDS, reason="benchmark verb not installed"))
+        yield pytest.param(case, id=case.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", _params())
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case: Case, world: Path, monkeypatch, capsys):
+    if case.setup is not None:
+        case.setup(world, monkeypatch)
+    before = tree_state(world)
+    capsys.readouterr()
+
+    code = main([arg.replace(W, str(world)) for arg in case.argv])
+
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].strip(), f"stderr must be one line, got:\n{err}"
+    prefix = f"nnunet-ext {case.verb}" if case.verb else "nnunet-ext:"
+    assert lines[0].startswith(prefix) and ": error: " in lines[0], lines[0]
+    message = lines[0].split(": error: ", 1)[1]
+    assert re.search(case.error.replace(W, str(world)), message), f"{case.error!r} not found in {message!r}"
+    if case.absent is not None:
+        assert not Path(case.absent.replace(W, str(world))).exists()
+    assert tree_state(world) == before  # no partial output anywhere, every input byte-identical
+
+
+def test_every_verb_has_rows():
+    covered = {case.verb for case in CASES}
+    assert set(COMMANDS) <= covered, sorted(set(COMMANDS) - covered)
+
+
+@pytest.mark.parametrize("kind_name", sorted(KIND_MODULES))
+def test_every_declared_option_has_its_rows(kind_name):
+    ids = {case.id for case in CASES}
+    assert f"synth-{kind_name}-unknown_option" in ids
+    for option in get_kind(kind_name).option_specs:
+        assert f"synth-{kind_name}-{option.name}-wrong_type" in ids
+        assert isinstance(option.type, Flag) or f"synth-{kind_name}-{option.name}-out_of_range" in ids
+
+
+def test_generated_bad_values_are_refused_by_their_specs():
+    """The generator's values really are invalid (a valid one would make a synth row test nothing)."""
+    from nnunet_ext.errors import UserInputError
+    from nnunet_ext.synth.options import validate
+
+    for kind_name in KIND_MODULES:
+        for option in get_kind(kind_name).option_specs:
+            for value in (_wrong_type(option), _out_of_range(option)):
+                if value is not None:
+                    with pytest.raises(UserInputError):
+                        validate(kind_name, [option], {option.name: value})
+
+
+def test_enough_cases():
+    assert count_cases() >= 100
