@@ -42,20 +42,47 @@ kinetics in :mod:`nnunet_ext.synth.kinetics`):
    fast + washout, mixed zone medium/fast + persistent/plateau, core slow + persistent, fat < 10 %, vessels fast
    (> 200 %) + washout, benign foci medium + persistent.
 4. **Signal**: spoiled gradient echo (TR 5 ms, flip 12 degrees, r1 4.5 /s/mM); each voxel is a partial-volume
-   mixture of compartments (tumour, vessel, focus, skin, muscle, thorax, FGT, fat, air) whose signals add. The
+   mixture of compartments (tumour, vessel, focus, skin, muscle, thorax, FGT, fat, air) whose signals add, each
+   with its textured M0 (item 5). The
    pre-contrast phase has C = 0; post phases are at ``post_times_min`` minutes of the Parker AIF time axis
    (default 1.5 and 6.5 min for ``n_post=2``, evenly spaced in [1.5, 6.5] otherwise). Then a slight blur
    (Gaussian sigma 0.3/0.5/0.5 voxel), one smooth multiplicative coil bias field shared by all phases (+-5-15 %),
    and Rician noise with sigma = (mean pure-FGT pre-contrast signal) / SNR, SNR uniform in ``snr`` (20-40;
    ``snr=None`` gives noise-free images). Intensities are arbitrary units (FGT ~ 300, fat ~ 800 on pre-contrast).
-5. **Pre-contrast cues** (what a pre-contrast-only method such as DKM can exploit), scaled by
-   ``pre_contrast_conspicuity`` = c (default :data:`DEFAULT_PRE_CONTRAST_CONSPICUITY`; 0 makes the tumour
-   indistinguishable from FGT on pre-contrast apart from its FGT envelope):
-   native T1 of tumour tissue ``T10 = T10_FGT(x) - c * 0.07 s * (K_trans(x) - 0.3)`` (clipped to 1.0-1.5 s: high
-   K_trans, shorter T1, slightly brighter; necrotic core slightly darker) and a voxel-scale multiplicative proton
-   density grain of relative amplitude ``c * 0.03 * min(K_trans / 0.7, 1.3)`` (grainier where K_trans is high).
+5. **Tissue micro-structure texture** (every tissue, all phases): below the lesion scale, breast tissue is not
+   homogeneous - fibroglandular strands interleave with fat, fat lobules are separated by thin fibrous septa, the
+   pectoral muscle is made of fibre bundles, the dermis holds glands and follicles. Each compartment's proton
+   density is ``M0(x) = M0 * (1 + a_tissue * g(x))``, g a zero-mean, unit-variance Gaussian random field whose
+   autocorrelation falls to 1/e at l = {texture_mm} mm (white noise convolved with a Gaussian of sigma l / 2), the
+   same field for every compartment (no texture edge at tissue borders). Relative amplitudes a_tissue, uniform
+   per-case draws:
+
+   {texture_amplitudes}
+
+   The muscle has its own field, correlated over {fibre_mm} mm along its fibres (right-left) and l across them.
+   The amplitudes are voxel-level standard deviations at the default voxel ({reference_voxel} mm); a voxel of
+   volume V averages about V / l^3 independent micro-domains, so other grids scale them by
+   sqrt({reference_volume} mm^3 / max(V, l^3)) (coarser voxels, smoother tissue). The acquisition blur adds its
+   own correlation. Only M0 is textured: at the default TR and flip angle a relative native-T1 change d of
+   FGT-like tissue (T1 {t1_sensitivity_range} s) changes the pre-contrast signal by {t1_sensitivity} d, so a T1
+   texture would look like an M0 texture. Benign foci take the FGT amplitude; the tumour's follows its kinetics
+   (item 6).
+6. **Pre-contrast cues** (what a pre-contrast-only method such as DKM can exploit), scaled by
+   ``pre_contrast_conspicuity`` = c (default {default_c:g}; 0 makes the tumour indistinguishable from FGT on
+   pre-contrast apart from its FGT envelope: same native T1, same M0, same texture field and amplitude):
+
+   - native T1 of tumour tissue ``T10 = T10_FGT(x) - c * {t1_per_k:g} s min * (K_trans(x) - {k_ref:g} /min)``,
+     kept within {t1_low:.1f}-{t1_high:.1f} s: high K_trans, shorter T1, slightly brighter; necrotic core slightly
+     darker;
+   - texture amplitude of tumour tissue
+     ``a_tumour(x) = a_FGT * (1 + c * {gain:g} * clip((K_trans(x) - {k_ref:g} /min) / {k_scale:g} /min, -1, 1))``:
+     hypercellular, hypervascular tissue (the enhancing rim) is more heterogeneous than the surrounding FGT (up to
+     {max_ratio:g} times its amplitude at c = 1), the mixed zone and the necrotic core less (down to {min_ratio:g}
+     times as K_trans -> 0), within the range FGT amplitudes take from case to case, so texture alone does not
+     give the lesion away.
+
    Both are tissue properties, so they are present (and swamped by enhancement) in the post phases as well.
-   Measured lesion-vs-FGT contrast-to-noise ratios at the default are in tests/test_synth_breast_dce.py.
+   Measured lesion-vs-FGT contrast-to-noise ratios at the default are in tests/synth/test_breast_dce.py.
 
 :func:`make_case` returns the images and the binary label; :func:`simulate` and :func:`case_parameter_maps` also
 return per-voxel K_trans / v_e / v_p / T10 / M0 / tissue / subregion maps of the dominant compartment (not written
@@ -81,10 +108,53 @@ DEFAULT_PRE_CONTRAST_CONSPICUITY = 1.0
 EARLY_TIME_MIN, LATE_TIME_MIN = 1.5, 6.5
 INTENSITY_SCALE = 10000.0  # arbitrary units: FGT ~ 300, fat ~ 800 before contrast
 
-# Pre-contrast cue strengths at conspicuity 1 (see module docstring, item 5).
-T1_PER_K_TRANS_S = 0.10     # s of native-T1 shortening per /min of K_trans above the reference
-T1_REFERENCE_K_TRANS = 0.3  # /min: tumour tissue with this K_trans has the native T1 of the surrounding FGT
-GRAIN_AMPLITUDE = 0.06      # relative proton-density grain at K_trans = 0.7 /min
+# Pre-contrast cue strengths at conspicuity 1 (module docstring, item 6).
+T1_PER_K_TRANS_S = 0.10       # s of native-T1 shortening per /min of K_trans above the reference
+T1_REFERENCE_K_TRANS = 0.3    # /min: tumour tissue with this K_trans has the native T1 and texture of the FGT
+TUMOUR_T1_RANGE_S = (1.0, 1.5)
+TUMOUR_TEXTURE_GAIN = 0.4     # relative change of the tumour's texture amplitude vs the FGT's at full scale
+TUMOUR_TEXTURE_K_SCALE = 0.4  # /min of K_trans away from the reference that reaches full scale
+
+# Tissue micro-structure texture (module docstring, item 5): relative std of M0, uniform per-case draws.
+TEXTURE_CORRELATION_MM = 1.5        # 1/e length of the autocorrelation: below the lesion scale (8-30 mm)
+MUSCLE_FIBRE_CORRELATION_MM = 6.0   # along the pectoral muscle's fibres (x); TEXTURE_CORRELATION_MM across
+TEXTURE_REFERENCE_VOXEL_MM = (3.0, 1.4, 1.4)  # the default grid; amplitudes are voxel-level stds there
+TEXTURE_AMPLITUDE = {
+    "fibroglandular": (0.03, 0.06),  # glandular strands interleaved with fat
+    "fat": (0.01, 0.02),             # lobules and thin fibrous septa
+    "skin": (0.02, 0.04),            # dermis, glands, follicles
+    "muscle": (0.02, 0.04),          # fibre bundles
+    "thorax": (0.04, 0.08),          # heart and lung behind the chest wall
+    "vessel": (0.0, 0.0),            # flowing blood: no micro-structure
+}
+FGT_M0 = 0.85  # fibroglandular (and tumour, benign focus) proton density relative to fat
+
+
+def _documented_numbers() -> dict[str, object]:
+    """The numbers of the module docstring, from the constants they document (so the two cannot drift apart)."""
+    rows = [f"{name:<15} {low * 100:g}-{high * 100:g} %" if high > 0 else f"{name:<15} 0"
+            for name, (low, high) in TEXTURE_AMPLITUDE.items()]
+    gain, k_ref, k_scale = TUMOUR_TEXTURE_GAIN, T1_REFERENCE_K_TRANS, TUMOUR_TEXTURE_K_SCALE
+    # d ln S / d ln T1 of the pre-contrast SPGR signal at the ends of the FGT-like T1 range
+    t1_range = (1.0, 1.4)
+    sensitivity = [t1 / kinetics.spgr_signal(1.0 / t1) * (kinetics.spgr_signal(1.0 / (t1 + 1e-4))
+                                                          - kinetics.spgr_signal(1.0 / (t1 - 1e-4))) / 2e-4
+                   for t1 in t1_range]
+    return {
+        "t1_sensitivity": f"{sensitivity[0]:.2f} to {sensitivity[1]:.2f}",
+        "t1_sensitivity_range": f"{t1_range[0]:.1f}-{t1_range[1]:.1f}",
+        "texture_mm": f"{TEXTURE_CORRELATION_MM:g}", "fibre_mm": f"{MUSCLE_FIBRE_CORRELATION_MM:g}",
+        "texture_amplitudes": "\n   ".join(rows),
+        "reference_voxel": " x ".join(f"{v:g}" for v in TEXTURE_REFERENCE_VOXEL_MM),
+        "reference_volume": f"{float(np.prod(TEXTURE_REFERENCE_VOXEL_MM)):.3g}",
+        "default_c": DEFAULT_PRE_CONTRAST_CONSPICUITY, "t1_per_k": T1_PER_K_TRANS_S, "k_ref": k_ref,
+        "t1_low": TUMOUR_T1_RANGE_S[0], "t1_high": TUMOUR_T1_RANGE_S[1], "gain": gain, "k_scale": k_scale,
+        "max_ratio": round(1.0 + gain, 3), "min_ratio": round(1.0 + gain * max(-1.0, -k_ref / k_scale), 3),
+    }
+
+
+if __doc__:  # None under python -OO
+    __doc__ = __doc__.format(**_documented_numbers())
 
 TISSUES = {"air": 0, "fat": 1, "fibroglandular": 2, "skin": 3, "muscle": 4, "thorax": 5, "vessel": 6,
            "benign_focus": 7, "tumour": 8}
@@ -143,6 +213,26 @@ def smooth_random_field(rng: np.random.Generator, shape: Sequence[int], spacing:
         values = values.take(lower, axis) * (1.0 - weight) + values.take(lower + 1, axis) * weight
     values -= values.mean()
     return (values / max(values.std(), 1e-12)).astype(np.float32)
+
+
+def texture_field(rng: np.random.Generator, shape: Sequence[int], spacing: Sequence[float],
+                  correlation_mm: Sequence[float]) -> np.ndarray:
+    """Zero-mean, unit-variance Gaussian random field whose autocorrelation falls to 1/e at ``correlation_mm`` (per
+    axis): white noise on the voxel grid convolved with a Gaussian of sigma = correlation / 2, since that kernel gives
+    the autocorrelation exp(-r^2 / (4 sigma^2)). Periodic boundaries keep the statistics the same up to the edges."""
+    white = rng.standard_normal(tuple(shape), dtype=np.float32)
+    sigma_voxels = [c / 2.0 / s for c, s in zip(correlation_mm, spacing)]
+    values = ndimage.gaussian_filter(white, sigma_voxels, mode="wrap", truncate=3.0)
+    values -= values.mean()
+    return values / max(float(values.std()), 1e-12)
+
+
+def texture_voxel_factor(spacing: Sequence[float]) -> float:
+    """Scale of the texture amplitudes on a grid of ``spacing`` relative to the default voxel: a voxel of volume V
+    averages about V / l^3 independent micro-domains (l = :data:`TEXTURE_CORRELATION_MM`), so the voxel-level std
+    goes like sqrt(V_ref / max(V, l^3))."""
+    volume = float(np.prod(spacing))
+    return float(np.sqrt(np.prod(TEXTURE_REFERENCE_VOXEL_MM) / max(volume, TEXTURE_CORRELATION_MM ** 3)))
 
 
 def _uniform(rng: np.random.Generator, bounds: Sequence[float]) -> float:
@@ -499,27 +589,39 @@ def simulate(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE, *, 
     bpe_level = 0.03 + 0.12 * rng.uniform() ** 2  # mostly minimal/mild, sometimes marked
     bpe_k = 0.02 + (bpe_level - 0.02) * expit(2.0 * smooth_random_field(rng, shape, spacing, 8.0))
     fgt_ve, fgt_vp = _uniform(rng, (0.25, 0.40)), _uniform(rng, (0.003, 0.01))
+    # tissue micro-structure (item 5): one field shared by all compartments, an anisotropic one for the muscle;
+    # drawn whatever the conspicuity, so that the conspicuity changes nothing but the tumour's cues
+    fine = texture_field(rng, shape, spacing, (TEXTURE_CORRELATION_MM,) * 3)
+    fibres = texture_field(rng, shape, spacing, (TEXTURE_CORRELATION_MM, TEXTURE_CORRELATION_MM,
+                                                 MUSCLE_FIBRE_CORRELATION_MM))
+    voxel_factor = texture_voxel_factor(spacing)
+    amplitude = {name: voxel_factor * _uniform(rng, bounds) for name, bounds in TEXTURE_AMPLITUDE.items()}
+
+    def textured(m0: float, relative_amplitude, field: np.ndarray = fine) -> np.ndarray:
+        return (m0 * np.maximum(1.0 + relative_amplitude * field, 0.0)).astype(np.float32)  # M0 >= 0
+
+    fgt_m0 = textured(FGT_M0, amplitude["fibroglandular"])
     compartments = {
         # name: (K_trans, v_e, v_p, T10 s, M0)
-        "fat": (_uniform(rng, (0.005, 0.015)), 0.10, 0.005, _uniform(rng, (0.30, 0.40)), 1.0),
-        "skin": (_uniform(rng, (0.01, 0.02)), 0.20, 0.005, _uniform(rng, (0.95, 1.05)), 0.80),
+        "fat": (_uniform(rng, (0.005, 0.015)), 0.10, 0.005, _uniform(rng, (0.30, 0.40)),
+                textured(1.0, amplitude["fat"])),
+        "skin": (_uniform(rng, (0.01, 0.02)), 0.20, 0.005, _uniform(rng, (0.95, 1.05)),
+                 textured(0.80, amplitude["skin"])),
         "muscle": (_uniform(rng, (0.06, 0.12)), _uniform(rng, (0.10, 0.15)), _uniform(rng, (0.02, 0.04)),
-                   _uniform(rng, (0.85, 1.00)), 0.75),
-        "thorax": (0.0, 0.3, 0.0, 1.2, 0.12),
-        "vessel": (0.0, 0.3, 1.0 - hematocrit, _uniform(rng, (1.40, 1.55)), 0.90),
-        "benign_focus": focus_params + (t1_fgt, 0.85),
-        "fibroglandular": (bpe_k, fgt_ve, fgt_vp, t1_fgt, 0.85),
+                   _uniform(rng, (0.85, 1.00)), textured(0.75, amplitude["muscle"], fibres)),
+        "thorax": (0.0, 0.3, 0.0, 1.2, textured(0.12, amplitude["thorax"])),
+        "vessel": (0.0, 0.3, 1.0 - hematocrit, _uniform(rng, (1.40, 1.55)), textured(0.90, amplitude["vessel"])),
+        "benign_focus": focus_params + (t1_fgt, fgt_m0),
+        "fibroglandular": (bpe_k, fgt_ve, fgt_vp, t1_fgt, fgt_m0),
     }
-    # tumour: native T1 and proton-density grain carry its kinetics (pre-contrast cues)
+    # tumour (item 6): its native T1 and texture amplitude follow its kinetics, scaled by the conspicuity c; at
+    # c = 0 both equal the FGT's exactly (the T1 bounds widen to include T10_FGT for that reason)
     c = float(pre_contrast_conspicuity)
-    tumour_t1 = np.clip(t1_fgt - c * T1_PER_K_TRANS_S * (tumour_k - T1_REFERENCE_K_TRANS), 1.0, 1.5)
-    grain = np.zeros(shape, np.float32)
-    if tumour.any():  # drawn even for c = 0, so that the conspicuity changes nothing but the cues
-        box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(tumour))
-        # white at the voxel scale; the acquisition blur correlates it over about one voxel
-        grain[box] = rng.standard_normal(tuple(s.stop - s.start for s in box))
-    tumour_m0 = 0.85 * (1.0 + c * GRAIN_AMPLITUDE * np.minimum(tumour_k / 0.7, 1.3) * grain)
-    compartments["tumour"] = (tumour_k, tumour_ve, tumour_vp, tumour_t1, tumour_m0)
+    tumour_t1 = np.clip(t1_fgt - c * T1_PER_K_TRANS_S * (tumour_k - T1_REFERENCE_K_TRANS),
+                        np.minimum(TUMOUR_T1_RANGE_S[0], t1_fgt), np.maximum(TUMOUR_T1_RANGE_S[1], t1_fgt))
+    cellularity = np.clip((tumour_k - T1_REFERENCE_K_TRANS) / TUMOUR_TEXTURE_K_SCALE, -1.0, 1.0)
+    tumour_amplitude = amplitude["fibroglandular"] * (1.0 + c * TUMOUR_TEXTURE_GAIN * cellularity)
+    compartments["tumour"] = (tumour_k, tumour_ve, tumour_vp, tumour_t1, textured(FGT_M0, tumour_amplitude))
 
     # partial-volume composition: each compartment takes its occupancy of what the previous ones left
     depth, chest = anatomy.body_depth, anatomy.chest_offset

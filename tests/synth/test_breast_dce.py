@@ -1,10 +1,16 @@
 """Tests of the breast DCE-MRI phantom (nnunet_ext.synth.breast_dce).
 
-Measured at the default (``pre_contrast_conspicuity=1``, default shape, ``case_rng(0, 0, i)``, i < 16): lesion vs
-surrounding FGT contrast-to-noise ratio |mean(lesion) - mean(FGT shell)| / noise sigma is about 0.3-0.6 on average
-on the pre-contrast image (max ~1.4), 20-50 in the early and 2-20 in the late post-contrast phase; pure rim voxels
-are 100 % fast + washout. The thresholds below leave margin around these numbers.
+Measured at the default (``pre_contrast_conspicuity=1``, default shape, ``case_rng(0, 0, i)``, i < 16, with the
+micro-structure texture in every tissue): lesion vs surrounding FGT contrast-to-noise ratio
+|mean(lesion) - mean(FGT shell)| / noise sigma is 0.41 on average on the pre-contrast image (median 0.26, quartiles
+0.15-0.41, range 0.02-1.74), 29 in the early (quartiles 20-42, range 8.6-49) and 8.5 in the late post-contrast phase
+(quartiles 6.4-10.8, range 0.5-17; washout brings some rims back to the FGT level); pure rim voxels are 100 % fast +
+washout. The texture is zero-mean, so it leaves these mean contrasts alone; in noise-free pre-contrast images the
+lesion-vs-FGT ratio of texture standard deviations is 0.8-1.3 at conspicuity 0 (same field and amplitude: sampling
+only) and 1.0-1.6 at the default, while the FGT's own texture (2.3-4.3 % after the blur) varies 1.8-fold between
+cases. The thresholds below leave margin around these numbers.
 """
+import re
 import time
 
 import numpy as np
@@ -90,10 +96,12 @@ def test_lesion_is_subtle_before_and_conspicuous_after_contrast(simulations):
     ratios = np.array(ratios)
     assert np.all(ratios[:, 0] < 1.5) and ratios[:, 0].mean() < 1.0  # pre-contrast
     assert np.all(ratios[:, 1] > 8.0)                                 # early post-contrast
+    assert np.all(ratios[:, 2] > 2.0)                                 # late post-contrast (these four cases)
 
 
 def test_pre_contrast_cues_follow_kinetics():
-    """Conspicuity only changes tumour tissue: high K_trans brighter and grainier, low K_trans darker."""
+    """Conspicuity only changes tumour tissue: high K_trans brighter and more textured, low K_trans darker and
+    smoother."""
     without = breast_dce.simulate(case_rng(0, 0, 0), snr=None, pre_contrast_conspicuity=0.0)
     strong = breast_dce.simulate(case_rng(0, 0, 0), snr=None, pre_contrast_conspicuity=2.0)
     tumour = without.maps["tumour_fraction"] > 0
@@ -106,8 +114,11 @@ def test_pre_contrast_cues_follow_kinetics():
     assert high.any() and low.any()
     assert difference[high].mean() > 0.01 * without.images[0][high].mean()
     assert difference[low].mean() < 0
-    # the proton-density grain: a voxel-scale texture of a few percent where K_trans is high
-    assert difference[high].std() > 0.02 * without.images[0][high].mean()
+    # the texture amplitude follows K_trans: up with it where it is high, down where it is low
+    assert difference[high].std() > 0.01 * without.images[0][high].mean()
+    m0_without, m0_strong = without.maps["m0"], strong.maps["m0"]
+    assert m0_strong[high].std() > 1.2 * m0_without[high].std()
+    assert m0_strong[low].std() < 0.9 * m0_without[low].std()
 
 
 def test_parameter_maps_match_the_case():
@@ -157,16 +168,14 @@ def test_default_case_is_fast():
     assert min(durations) < 1.0
 
 
-def test_synthesize_writes_valid_paired_datasets(tmp_path):
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
-
+def test_synthesize_writes_valid_paired_datasets(tmp_path, verify_with_nnunet):
     from nnunet_ext.imageio import read_image
     from nnunet_ext.synth.cli import synthesize
 
     full, pre_only = synthesize("breast_dce", 11, cases=2, test_cases=1, raw=tmp_path, pre_only_id=12,
                                 labeled_cases=1)
     for folder in (full, pre_only):
-        verify_dataset_integrity(str(folder), num_processes=1)
+        verify_with_nnunet(folder)  # nnU-Net's verify_dataset_integrity, in-process
 
     def case_ids(folder, split):
         return sorted({p.name[:-len("_0000.nii.gz")] for p in (folder / f"images{split}").glob("*_0000.nii.gz")})
@@ -186,3 +195,153 @@ def test_synthesize_writes_valid_paired_datasets(tmp_path):
             image_full, image_pre = sitk.ReadImage(str(full / sub / name)), sitk.ReadImage(str(pre_only / sub / name))
             assert image_full.GetOrigin() == image_pre.GetOrigin()
             assert image_full.GetDirection() == image_pre.GetDirection()
+
+
+# --- tissue micro-structure texture (module docstring of breast_dce, items 5 and 6) --------------------------------
+def _local_relative_std(image, size=3):
+    image = image.astype(np.float64)
+    mean = ndimage.uniform_filter(image, size)
+    return np.sqrt(np.maximum(ndimage.uniform_filter(image * image, size) - mean ** 2, 0.0)) / np.maximum(mean, 1e-9)
+
+
+def _interior(mask, iterations):
+    """Voxels whose 3x3x3 neighbourhood, and the blur's reach beyond it, lie in ``mask``."""
+    return ndimage.binary_erosion(mask, np.ones((3, 3, 3), bool), iterations=iterations)
+
+
+@pytest.fixture(scope="module")
+def noise_free():
+    """The fixture cases without noise, with and without the texture, at conspicuity 0 and 1.
+
+    ``_uniform`` draws its (0, 0) amplitudes from the same stream, so both variants are the same case and their
+    ratio is the texture alone: t = S / S_untextured - 1 (blurred like the image)."""
+    untextured = {name: (0.0, 0.0) for name in breast_dce.TEXTURE_AMPLITUDE}
+    out = {}
+    with pytest.MonkeyPatch.context() as patch:
+        for textured in (True, False):
+            if not textured:
+                patch.setattr(breast_dce, "TEXTURE_AMPLITUDE", untextured)
+            for c in (0.0, 1.0):
+                out[textured, c] = [breast_dce.simulate(case_rng(0, 0, i), snr=None, pre_contrast_conspicuity=c)
+                                    for i in range(4)]
+    return out
+
+
+@pytest.mark.parametrize("tissue, threshold", [("fibroglandular", 0.018), ("fat", 0.007), ("muscle", 0.016)])
+def test_texture_is_present_outside_the_lesion(noise_free, tissue, threshold):
+    """Noise-free pre-contrast images: the local relative standard deviation (3x3x3 windows well inside a pure
+    tissue, pooled over the cases) is well above the level that the remaining smooth structure gives without it."""
+    def pooled_median(simulations):
+        values = []
+        for simulation in simulations:
+            maps = simulation.maps
+            if tissue == "fibroglandular":
+                mask = _interior((maps["fgt_fraction"] > 0.99) & (simulation.label == 0), 2)
+            elif tissue == "fat":
+                mask = _interior((maps["tissue"] == breast_dce.TISSUES["fat"]) & (maps["fgt_fraction"] < 0.01)
+                                 & (maps["tumour_fraction"] == 0), 2)
+            else:
+                mask = _interior(maps["tissue"] == breast_dce.TISSUES[tissue], 1)
+            values.append(_local_relative_std(simulation.images[0])[mask])
+        pooled = np.concatenate(values)
+        assert pooled.size > 200
+        return float(np.median(pooled))
+
+    assert pooled_median(noise_free[True, 1.0]) > threshold
+    assert pooled_median(noise_free[False, 1.0]) < 0.7 * threshold  # what the measure sees without texture
+
+
+def _texture_std_ratio(noise_free, c, index):
+    textured, plain = noise_free[True, c][index], noise_free[False, c][index]
+    lesion = textured.maps["tumour_fraction"] > 0.99
+    fgt = (textured.maps["fgt_fraction"] > 0.99) & (textured.label == 0)
+    assert lesion.sum() >= 20 and fgt.sum() >= 100
+
+    def texture_std(mask):
+        return float(np.std(textured.images[0][mask].astype(np.float64) / plain.images[0][mask] - 1.0))
+
+    return texture_std(lesion) / texture_std(fgt)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_lesion_texture_differs_only_modestly_from_fgt(noise_free, index):
+    """Same field, same amplitude at c = 0; at the default the tumour's amplitude follows its K_trans, by at most
+    1 + TUMOUR_TEXTURE_GAIN, well within the 2-fold range FGT amplitudes take between cases."""
+    at_zero, at_default = _texture_std_ratio(noise_free, 0.0, index), _texture_std_ratio(noise_free, 1.0, index)
+    assert 0.75 < at_zero < 1.33
+    assert 0.8 < at_default < 1.75
+    assert at_default > at_zero  # every fixture lesion has a hypervascular rim
+
+
+@pytest.fixture(scope="module")
+def parameter_maps_per_shape():
+    cache = {}
+
+    def maps(shape):
+        if shape not in cache:
+            cache[shape] = breast_dce.case_parameter_maps(case_rng(0, 0, 1), shape)
+        return cache[shape]
+
+    return maps
+
+
+@pytest.mark.parametrize("shape", [breast_dce.DEFAULT_SHAPE, (16, 32, 32), (48, 128, 128)])
+@pytest.mark.parametrize("tissue", ["fibroglandular", "fat", "skin", "muscle", "thorax"])
+def test_texture_amplitudes_and_their_voxel_scaling(parameter_maps_per_shape, shape, tissue):
+    """The M0 map of a tissue varies by its drawn relative amplitude, scaled for the grid's voxel volume."""
+    maps = parameter_maps_per_shape(shape)
+    spacing = tuple(f / n for f, n in zip(breast_dce.DEFAULT_FIELD_OF_VIEW_MM, shape))
+    low, high = breast_dce.TEXTURE_AMPLITUDE[tissue]
+    factor = breast_dce.texture_voxel_factor(spacing)
+    region = maps["tissue"] == breast_dce.TISSUES[tissue]
+    assert region.sum() > 100
+    relative_std = maps["m0"][region].std() / maps["m0"][region].mean()
+    assert 0.75 * low * factor < relative_std < 1.25 * high * factor
+
+
+def test_texture_voxel_factor():
+    assert breast_dce.texture_voxel_factor(breast_dce.TEXTURE_REFERENCE_VOXEL_MM) == pytest.approx(1.0)
+    assert breast_dce.texture_voxel_factor((6.0, 2.8, 1.4)) == pytest.approx(0.5)  # 4 x the volume
+    finest = np.sqrt(np.prod(breast_dce.TEXTURE_REFERENCE_VOXEL_MM)) / breast_dce.TEXTURE_CORRELATION_MM ** 1.5
+    assert breast_dce.texture_voxel_factor((0.5, 0.5, 0.5)) == pytest.approx(finest)  # below l^3: saturates
+
+
+def test_texture_field_statistics():
+    rng = np.random.default_rng(0)
+    spacing, correlation = (1.0, 1.0, 1.0), 4.0
+    field = breast_dce.texture_field(rng, (40, 40, 40), spacing, (correlation,) * 3)
+    assert abs(field.mean()) < 1e-5 and field.std() == pytest.approx(1.0, rel=1e-4)
+    lag = int(correlation)  # the autocorrelation falls to 1/e at the correlation length
+    autocorrelation = float(np.mean(field * np.roll(field, lag, axis=2)))
+    assert autocorrelation == pytest.approx(np.exp(-1.0), abs=0.08)
+    np.testing.assert_array_equal(field, breast_dce.texture_field(np.random.default_rng(0), (40, 40, 40), spacing,
+                                                                  (correlation,) * 3))
+
+
+def test_texture_is_deterministic_per_seed():
+    first = breast_dce.case_parameter_maps(np.random.default_rng(7), SMALL)["m0"]
+    second = breast_dce.case_parameter_maps(np.random.default_rng(7), SMALL)["m0"]
+    other = breast_dce.case_parameter_maps(np.random.default_rng(8), SMALL)["m0"]
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_docstring_numbers_come_from_the_constants():
+    doc = breast_dce.__doc__
+    assert "{" not in doc and "}" not in doc  # every placeholder was filled
+    assert (f"T10 = T10_FGT(x) - c * {breast_dce.T1_PER_K_TRANS_S:g} s min * "
+            f"(K_trans(x) - {breast_dce.T1_REFERENCE_K_TRANS:g} /min)") in doc
+    low, high = breast_dce.TUMOUR_T1_RANGE_S
+    assert f"kept within {low:.1f}-{high:.1f} s" in doc
+    assert (f"a_FGT * (1 + c * {breast_dce.TUMOUR_TEXTURE_GAIN:g} * clip((K_trans(x) - "
+            f"{breast_dce.T1_REFERENCE_K_TRANS:g} /min) / {breast_dce.TUMOUR_TEXTURE_K_SCALE:g} /min") in doc
+    assert f"1/e at l = {breast_dce.TEXTURE_CORRELATION_MM:g} mm" in doc
+    assert f"{breast_dce.MUSCLE_FIBRE_CORRELATION_MM:g} mm along its fibres" in doc
+    for tissue, (low, high) in breast_dce.TEXTURE_AMPLITUDE.items():
+        expected = rf"{tissue}\s+{low * 100:g}-{high * 100:g} %" if high > 0 else rf"{tissue}\s+0\n"
+        assert re.search(expected, doc), tissue
+    # the quoted T1 sensitivity of the SPGR signal matches the kinetics module
+    match = re.search(r"changes the pre-contrast signal by (-[0-9.]+) to (-[0-9.]+) d", doc)
+    for t1, quoted in zip((1.0, 1.4), match.groups()):
+        relative = kinetics.spgr_signal(1.0 / (t1 * 1.001)) / kinetics.spgr_signal(1.0 / t1) - 1.0
+        assert relative / 0.001 == pytest.approx(float(quoted), abs=0.01)
