@@ -87,12 +87,19 @@ def _role_order(role: str) -> tuple[int, int]:
 def _read(path: Path, where: str):
     import SimpleITK as sitk
 
+    from nnunet_ext.imageio import check_gzip_complete
+
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = lines[-1] if lines else "unreadable"
         raise UserInputError(f"{where}: cannot read {path}: {reason}") from None
+    try:  # SimpleITK zero-fills a truncated .nii.gz without an error
+        check_gzip_complete(path)
+    except UserInputError:
+        raise UserInputError(f"{where}: cannot read {path}: truncated or corrupt gzip data") from None
+    return image
 
 
 def _nan_voxels(path: Path) -> int:

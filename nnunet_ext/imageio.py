@@ -43,16 +43,17 @@ def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise UserInputError(f"cannot read image {path}: {first}") from None
-    _check_gzip_complete(path)
+    check_gzip_complete(path)
     return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))
 
 
-def _check_gzip_complete(path: Path) -> None:
+def check_gzip_complete(path: str | Path) -> None:
     """SimpleITK reads a truncated ``.gz`` image without complaint (the missing voxels become 0), so the gzip stream
     is read to its end here: a cut or damaged file raises UserInputError instead of giving silently wrong data."""
     import gzip
     import zlib
 
+    path = Path(path)
     if not path.name.endswith(".gz"):
         return
     try:

@@ -467,6 +467,8 @@ CONVERT_ROWS = [
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
           r"source folder .*nope does not exist", absent=OUT_NIFTI),
     _case("convert-nifti-corrupt_nifti", NIFTI, r"b_post1", setup=_garbage("dce/b_post1.nii.gz"), absent=OUT_NIFTI),
+    _case("convert-nifti-truncated_nifti", NIFTI, r"case a: cannot read .*a_post1\.nii\.gz: truncated or corrupt gzip",
+          setup=_truncate("dce/a_post1.nii.gz"), absent=OUT_NIFTI),
     _case("convert-nifti-wrong_label_values", NIFTI, r"segmentation .*a_seg\.nii\.gz has label values 2",
           setup=_image("dce/a_seg.nii.gz", np.full((4, 8, 8), 2, np.uint8)), absent=OUT_NIFTI),
     _case("convert-nifti-mismatched_geometry", NIFTI, r"post1 image .*b_post1\.nii\.gz is not on the pre-contrast grid",
