@@ -34,6 +34,8 @@ setup(
         "pyyaml",
         # DKM's diffusion module wraps MONAI's DiffusionModelUNet; also the tests' surface-distance reference
         "monai",
+        # the benchmark harness's SLURM executor (job arrays); its local executor runs in the tests
+        "submitit",
     ],
     extras_require={
         # MONAI is the independent reference for surface distances and DDPM schedules in the tests.
