@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import random
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -57,12 +59,24 @@ def seed_everything(seed: int) -> None:
 
 
 class ExtTrainerBase(nnUNetTrainer):
-    """Base of nnunet-ext trainers. Subclasses set the class attributes below instead of editing ``__init__``."""
+    """Base of nnunet-ext trainers. Subclasses set the class attributes below instead of editing ``__init__``.
+
+    Every trainer the ``trainers/`` shims export is checked by ``tests/test_trainer_conformance.py`` (network builds,
+    train step, pickling, checkpoint round trip, ``nnUNetPredictor``); two attributes shape what it checks:
+
+    - ``supported_configurations``: the nnU-Net configurations the trainer's network is meant for; narrow it (e.g.
+      ``("3d_fullres",)``) when a method is 3D only.
+    - ``conformance_overrides``: class attributes the suite sets on the declaring class while it runs, so the class
+      stays the same importable object (e.g. CPU-sized widths for a paper-sized network). Subclasses that inherit an
+      overridden attribute see the preset value; subclasses that set the attribute themselves keep their own.
+    """
 
     num_epochs_default: int | None = None        # None: keep nnU-Net's 1000
     iterations_per_epoch_default: int | None = None
     val_iterations_default: int | None = None
     initial_lr_default: float | None = None
+    supported_configurations: tuple[str, ...] = ("2d", "3d_fullres")
+    conformance_overrides: Mapping[str, Any] = MappingProxyType({})  # read-only: a shared mutable default would leak
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

@@ -159,6 +159,7 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
     validation_timesteps = (50, 100, 200)
     initial_lr_default = 2e-4  # DDPM's Adam learning rate
     min_snr_gamma: float | None = 5.0  # loss weighting, see LinearDiffusionSchedule.min_snr_weight; None: plain Eq. 6
+    conformance_overrides = {"dm_widths": (16, 32, 32, 32)}  # paper widths are too big for the CPU conformance suite
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -290,6 +291,7 @@ class DKMTrainer(ExtTrainerBase):
     initial_lr_default = 2e-5                            # Sect. 3: Adam, lr 2e-5, weight decay 1e-6
     num_epochs_default = 500                             # Sect. 3
     weight_decay_adam = 1e-6
+    conformance_overrides = {"sm_widths": (16, 32, 64, 128)}  # paper widths are too big for the CPU conformance suite
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
