@@ -81,6 +81,17 @@ def check_replaceable(folder: str | os.PathLike, overwrite: bool, what: str = "o
                              f"move it away or choose another {what}")
 
 
+def _make_parents(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir()
+    return list(reversed(missing))
+
+
 def _aside_name(folder: Path) -> Path:
     return Path(tempfile.mktemp(prefix=f".{folder.name}.old-", dir=folder.parent))
 
@@ -134,10 +145,11 @@ def atomic_output_dirs(finals: Sequence[str | os.PathLike], overwrite: bool = Fa
     retire = [Path(r) for r in retire if _absolute(r) not in {_absolute(f) for f in finals}]
     for old in retire:
         check_replaceable(old, overwrite, what="dataset")
-    tmps = []
+    tmps: list[Path] = []
+    created_parents: list[Path] = []  # folders made for the outputs; removed again if the outputs fail
     try:
         for final in finals:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            created_parents += _make_parents(final.parent)
             tmps.append(Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)))
         yield tmps
         for tmp in tmps:
@@ -145,6 +157,9 @@ def atomic_output_dirs(finals: Sequence[str | os.PathLike], overwrite: bool = Fa
     except BaseException:
         for tmp in tmps:
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(created_parents):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
         raise
     moved: list[tuple[Path, Path | None]] = []
     try:

@@ -19,6 +19,8 @@ import os
 import shlex
 from pathlib import Path
 
+from nnunet_ext.errors import UserInputError
+
 FAST_CPU_SETTINGS = {"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": str(max(1, min(os.cpu_count() or 1, 8))),
                      "nnUNet_compile": "0"}
 
@@ -86,7 +88,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     env = environment(args.workspace, keep_existing=args.workspace is None, cpu=True if args.cpu else None)
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        Path(env[var]).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(env[var]).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. --workspace names a file
+            raise UserInputError(f"cannot create {var} folder {env[var]}: {exc.strerror}") from None
     for var, value in env.items():
         print(f"export {var}={shlex.quote(value)}")
     return 0

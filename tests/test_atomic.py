@@ -136,3 +136,11 @@ def test_file_keeps_suffix_and_cleans_up(tmp_path):
             tmp.write_text("partial")
             raise ValueError
     assert _listing(tmp_path) == ["x.nii.gz"]
+
+
+def test_parents_created_for_a_failed_output_are_removed(tmp_path):
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(tmp_path / "existing" / "new" / "deeper" / "out"):
+            raise RuntimeError("boom")
+    assert _listing(tmp_path) == ["existing"] and _listing(tmp_path / "existing") == []

@@ -496,8 +496,7 @@ CONVERT_ROWS = [
           r"refusing to replace .*Dataset011_Mine: it was not written by nnunet-ext",
           setup=_folder("out_raw/Dataset011_Mine", {"dataset.json": b"{}"}), absent=OUT_NIFTI),
     _case("convert-nifti-new_raw_root_left_behind", [*NIFTI[:9], f"{W}/new_raw", *NIFTI[10:]], r"b_post1",
-          setup=_garbage("dce/b_post1.nii.gz"), absent=f"{W}/new_raw",
-          xfail="nnunet_ext/atomic.py (not owned here) keeps the parent folder it created for a failed output"),
+          setup=_garbage("dce/b_post1.nii.gz"), absent=f"{W}/new_raw"),
     _case("convert-nifti-missing_arguments", ["convert", "dce_nifti_folder", "-i", f"{W}/dce"],
           r"^the following arguments are required: -d, --pre_only_id"),
     # breast_mri_nact_pilot
@@ -551,8 +550,7 @@ DEMO_ROWS = [
 ENV_ROWS = [
     _case("env-unknown_flag", ["env", "--frobnicate"], r"unrecognized arguments: --frobnicate"),
     _case("env-workspace_without_value", ["env", "--workspace"], r"argument --workspace: expected one argument"),
-    _case("env-workspace_is_a_file", ["env", "--workspace", f"{W}/a_file"], r"a_file", setup=_file("a_file"),
-          xfail="nnunet_ext/env.py (not owned here) raises NotADirectoryError with a traceback"),
+    _case("env-workspace_is_a_file", ["env", "--workspace", f"{W}/a_file"], r"a_file", setup=_file("a_file")),
 ]
 
 BENCHMARK_ROWS = [
