@@ -58,8 +58,13 @@ class LocalBackend:
             path = write_payload(job, thread_env(len(slot)))
             log = open(job.dir / "job.log", "w")
             proc = subprocess.Popen([sys.executable, "-m", "nnunet_ext.benchmark.jobs", str(path)],
-                                    stdout=log, stderr=subprocess.STDOUT,
-                                    preexec_fn=lambda cores=slot: os.sched_setaffinity(0, cores))
+                                    stdout=log, stderr=subprocess.STDOUT)
+            # pin at once (no preexec_fn: this process has threads); the worker starts nnU-Net's commands only
+            # after its imports, and they inherit the affinity
+            try:
+                os.sched_setaffinity(proc.pid, slot)
+            except ProcessLookupError:  # already finished
+                pass
             handles.append({"proc": proc, "slot": slot, "log": log, "path": job.dir / "job.log"})
         return handles
 

@@ -381,6 +381,7 @@ def _run_ensemble(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
         for name in ("dataset.json", "plans.json", "dataset_fingerprint.json"):
             if not (model / name).exists() and (source / name).exists():
                 (model / name).symlink_to(source / name)
+    (job_dir / "ensemble.json").write_text(json.dumps({"folds": folds, "model": str(model)}, indent=2) + "\n")
     t = time.time()
     predictions = job_dir / "predictions"
     pipeline.predict(payload["test_images"], predictions, payload["dataset_id"], payload["configuration"], folds,

@@ -113,8 +113,10 @@ def test_local_executor_end_to_end_with_fold_ensemble(tmp_path):
         CODE["commit"]
     ensemble = next(j for j in result["jobs"] if j["label"] == "tiny (ensemble)")
     job_dir = tmp_path / "wd" / "jobs" / ensemble["id"]
-    args = json.loads((job_dir / "predictions" / "predict_from_raw_data_args.json").read_text())
-    assert sorted(map(str, args["use_folds"])) == ["0", "1"]                # nnUNetv2_predict -f 0 1
+    assert json.loads((job_dir / "ensemble.json").read_text())["folds"] == ["0", "1"]   # nnUNetv2_predict -f 0 1
+    model = job_dir / "nnUNet_results" / "Dataset911_BreastDCE" / "TinyTrainer__nnUNetPlansCPU__3d_fullres"
+    assert sorted(p.name for p in model.glob("fold_*")) == ["fold_0", "fold_1"]
+    assert (model / "fold_1" / "checkpoint_final.pth").is_file()
     per_case = (tmp_path / "results" / "tiny.per_case.csv").read_text().splitlines()
     assert sum(",test_0000,1,Dice," in line for line in per_case) == 6      # every job evaluated the same case
     assert (tmp_path / "results" / "tiny_dice.png").is_file() and (tmp_path / "results" / "tiny.md").is_file()
