@@ -24,10 +24,12 @@ from nnunet_ext.errors import UserInputError
 
 DEMO_DATASET_ID = 501
 DKM_PRE_ONLY_ID = 502
-CONFIGURATION = "3d_fullres"
+#: nnU-Net configuration per method: plain nnU-Net learns the phantom within the 5-minute budget in 2d (mean test Dice
+#: 0.81 vs 0.51 for 3d_fullres at a similar cost, both measured on 2 cores); DKM keeps the paper's 3D networks.
+CONFIGURATIONS = {"nnunet": "2d", "dkm": "3d_fullres"}
 PLANNER = "CPUPlanner"
 WRITTEN_BY = "nnunet-ext demo"
-DKM_DM_EPOCHS, DKM_SM_EPOCHS = 15, 12  # x 12 iterations, sized for < 10 min on 2 CPU cores
+DKM_DM_EPOCHS, DKM_SM_EPOCHS, DKM_ITERATIONS = 15, 12, 12  # sized for < 10 min on 2 CPU cores
 
 
 def _nanmean(values):
@@ -54,9 +56,9 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
     timings: dict[str, float] = {}
     env = environment(workspace, keep_existing=False, cpu=device == "cpu")
     env["nnUNet_ext_seed"] = str(seed)
-    if method == "dkm":  # the DKM trainers keep nnU-Net's 250 iterations per epoch; the demo uses DemoTrainer's
-        env.update(nnUNet_ext_iters=str(DemoTrainer.iterations_per_epoch_default),
-                   nnUNet_ext_val_iters=str(DemoTrainer.val_iterations_default))
+    configuration = CONFIGURATIONS[method]
+    if method == "dkm":  # the DKM trainers keep nnU-Net's 250 iterations per epoch; the demo's are shorter
+        env.update(nnUNet_ext_iters=str(DKM_ITERATIONS), nnUNet_ext_val_iters=str(DemoTrainer.val_iterations_default))
     if epochs:
         env["nnUNet_ext_epochs"] = str(epochs)
     os.environ.update(env)
@@ -78,16 +80,16 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
 
     t = time.time()
     ids = [DEMO_DATASET_ID, DKM_PRE_ONLY_ID] if dkm else [DEMO_DATASET_ID]
-    print(f"[2/{steps}] nnU-Net fingerprint, planning ({PLANNER}) and preprocessing ({CONFIGURATION})")
-    plans = plan_and_preprocess(ids, PLANNER, (CONFIGURATION,), verify_dataset_integrity=True)
+    print(f"[2/{steps}] nnU-Net fingerprint, planning ({PLANNER}) and preprocessing ({configuration})")
+    plans = plan_and_preprocess(ids, PLANNER, (configuration,), verify_dataset_integrity=True)
     timings["plan_and_preprocess"] = time.time() - t
 
     if dkm:
         t = time.time()
         dm_epochs = DKM_DM_EPOCHS if not epochs else epochs
-        print(f"[3/{steps}] nnUNetv2_train {DEMO_DATASET_ID} {CONFIGURATION} all -tr DKMDiffusionTrainer_small "
+        print(f"[3/{steps}] nnUNetv2_train {DEMO_DATASET_ID} {configuration} all -tr DKMDiffusionTrainer_small "
               f"(diffusion module, pre -> post)")
-        pipeline.train(DEMO_DATASET_ID, CONFIGURATION, "all", "DKMDiffusionTrainer_small", plans,
+        pipeline.train(DEMO_DATASET_ID, configuration, "all", "DKMDiffusionTrainer_small", plans,
                        {**run_env, "nnUNet_ext_epochs": str(dm_epochs)}, logs / "train_dm.log", dm_epochs,
                        device=device)
         timings["train_diffusion_module"] = time.time() - t
@@ -95,16 +97,16 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
     t = time.time()
     step = 4 if dkm else 3
     total = epochs or (DKM_SM_EPOCHS if dkm else DemoTrainer.num_epochs_default)
-    train_command = f"nnUNetv2_train {seg_id} {CONFIGURATION} 0 -tr {trainer} -p {plans} -device {device}"
+    train_command = f"nnUNetv2_train {seg_id} {configuration} 0 -tr {trainer} -p {plans} -device {device}"
     print(f"[{step}/{steps}] {train_command}")
-    pipeline.train(seg_id, CONFIGURATION, 0, trainer, plans, {**run_env, "nnUNet_ext_epochs": str(total)},
+    pipeline.train(seg_id, configuration, 0, trainer, plans, {**run_env, "nnUNet_ext_epochs": str(total)},
                    logs / "train.log", total, device=device)
     timings["train"] = time.time() - t
 
     t = time.time()
     pred_dir = workspace / "predictions"
     print(f"[{step + 1}/{steps}] nnUNetv2_predict on imagesTs" + (" (pre-contrast only)" if dkm else ""))
-    pipeline.predict(seg_raw / "imagesTs", pred_dir, seg_id, CONFIGURATION, [0], trainer, plans, run_env,
+    pipeline.predict(seg_raw / "imagesTs", pred_dir, seg_id, configuration, [0], trainer, plans, run_env,
                      logs / "predict.log", device=device)
     timings["predict"] = time.time() - t
 
@@ -116,7 +118,7 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
     if dkm:
         from nnunet_ext.methods.dkm.inference import synthesize_post_folder
         synthesis = synthesize_post_folder(folders[0] / "imagesTs", workspace / "post_synthesis",
-                                           str(DEMO_DATASET_ID), CONFIGURATION, "all", "DKMDiffusionTrainer_small",
+                                           str(DEMO_DATASET_ID), configuration, "all", "DKMDiffusionTrainer_small",
                                            plans, reference_folder=folders[0] / "imagesTs", device=device)
         psnr = sum(m["PSNR"] for m in synthesis.values()) / len(synthesis)
         ssim = sum(m["SSIM"] for m in synthesis.values()) / len(synthesis)
@@ -124,7 +126,7 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
         print(f"post-contrast synthesis (diffusion module): PSNR {psnr:.2f} dB, SSIM {ssim:.3f}")
     dataset_json = json.loads((seg_raw / "dataset.json").read_text())
     label_names = {str(v): k for k, v in dataset_json["labels"].items()}
-    fold_folder = (Path(env["nnUNet_results"]) / seg_raw.name / f"{trainer}__{plans}__{CONFIGURATION}" / "fold_0")
+    fold_folder = (Path(env["nnUNet_results"]) / seg_raw.name / f"{trainer}__{plans}__{configuration}" / "fold_0")
     timings["evaluate_report"] = time.time() - t
     facts.append(("timings (s)", ", ".join(f"{k} {v:.0f}" for k, v in timings.items())))
     title = ("nnunet-ext demo: DKM (DKMTrainer_small, pre-contrast input only)" if dkm else

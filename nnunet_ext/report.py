@@ -34,11 +34,15 @@ def results_table(summary: dict, label_names: dict[str, str] | None = None) -> s
 
 
 def slices_to_show(reference: np.ndarray, prediction: np.ndarray, count: int) -> list[int]:
-    """``count`` axial slices spread evenly over the z-range where the reference or the prediction has foreground
-    (over the whole volume when both are empty)."""
-    foreground = np.flatnonzero(((reference > 0) | (prediction > 0)).reshape(reference.shape[0], -1).any(1))
-    low, high = (foreground[0], foreground[-1]) if foreground.size else (0, reference.shape[0] - 1)
-    return sorted({int(round(z)) for z in np.linspace(low, high, count + 2)[1:-1]}) or [int(low)]
+    """Up to ``count`` axial slices spread evenly over the slices where the reference or the prediction has
+    foreground (over the whole volume when both are empty), so every panel shows an outline."""
+    candidates = np.flatnonzero(((reference > 0) | (prediction > 0)).reshape(reference.shape[0], -1).any(1))
+    if candidates.size == 0:
+        candidates = np.arange(reference.shape[0])
+    if candidates.size <= count:
+        return [int(z) for z in candidates]
+    positions = np.linspace(0, candidates.size - 1, count + 2)[1:-1]
+    return sorted({int(candidates[int(round(p))]) for p in positions})
 
 
 def overlay_png(image_file: Path, reference_file: Path, prediction_file: Path, out_png: Path, title: str,

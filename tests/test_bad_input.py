@@ -558,6 +558,30 @@ BENCHMARK_ROWS = [
     _case("benchmark-invalid_yaml", ["benchmark", "run", f"{W}/bad.yaml"], r"bad\.yaml: line \d+: not valid YAML",
           setup=_file("bad.yaml", b"rows: [\n")),
     _case("benchmark-missing_workdir", ["benchmark", "report", f"{W}/nope"], r"benchmark workdir not found"),
+    _case("benchmark-no_action", ["benchmark"], r"the following arguments are required: ACTION"),
+    _case("benchmark-unknown_action", ["benchmark", "fly"], r"argument ACTION: invalid choice: 'fly'"),
+    _case("benchmark-unknown_key", ["benchmark", "run", f"{W}/s.yaml"], r"s\.yaml: colour: unknown key",
+          setup=_file("s.yaml", b"name: x\ncolour: red\nrows: [{label: a, kind: command, command: 'true'}]\n")),
+    _case("benchmark-missing_trainer", ["benchmark", "run", f"{W}/s.yaml"], r"rows\[0\]\.trainer is missing",
+          setup=_file("s.yaml", b"name: x\ndatasets: [{synth: breast_dce, id: 5, cases: 2}]\n"
+                                b"rows: [{label: a, dataset: 5}]\n")),
+    _case("benchmark-unknown_dataset", ["benchmark", "run", f"{W}/s.yaml"], r"rows\[0\]\.dataset: no dataset with id 7",
+          setup=_file("s.yaml", b"name: x\ndatasets: [{synth: breast_dce, id: 5, cases: 2}]\n"
+                                b"rows: [{label: a, trainer: DemoTrainer, dataset: 7}]\n")),
+    _case("benchmark-baseline_not_a_row", ["benchmark", "run", f"{W}/s.yaml"], r"baseline: no row labelled 'Z'",
+          setup=_file("s.yaml", b"name: x\nbaseline: Z\nrows: [{label: a, kind: command, command: 'true'}]\n")),
+    _case("benchmark-requires_unknown_row", ["benchmark", "run", f"{W}/s.yaml"],
+          r"rows\[0\]\.requires\[0\]: no row labelled 'Q'",
+          setup=_file("s.yaml", b"name: x\nrows: [{label: a, kind: command, command: 'true', requires: [Q]}]\n")),
+    _case("benchmark-seed_wrong_type", ["benchmark", "run", f"{W}/s.yaml"], r"seeds\[1\] must be a non-negative integer",
+          setup=_file("s.yaml", b"name: x\nseeds: [0, x]\nrows: [{label: a, kind: command, command: 'true'}]\n")),
+    _case("benchmark-jobs_zero", ["benchmark", "run", f"{W}/s.yaml", "--jobs", "0"], r"--jobs must be >= 1, got 0",
+          setup=_file("s.yaml", b"name: x\nrows: [{label: a, kind: command, command: 'true'}]\n")),
+    _case("benchmark-unknown_device", ["benchmark", "run", f"{W}/s.yaml", "-device", "tpu"],
+          r"-device must be cpu, cuda or mps, got 'tpu'",
+          setup=_file("s.yaml", b"name: x\nrows: [{label: a, kind: command, command: 'true'}]\n")),
+    _case("benchmark-not_a_workdir", ["benchmark", "report", f"{W}/raw"], r"is not a benchmark workdir \(no study\.json",
+          setup=_folder("raw", {"x.txt": b"1"})),
 ]
 
 DISPATCHER_ROWS = [

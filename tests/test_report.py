@@ -9,9 +9,10 @@ from nnunet_ext.report import results_table, slices_to_show, write_report
 
 
 @pytest.mark.parametrize("ref_slices,pred_slices,count,expected", [
-    ([4, 5], [8], 3, [5, 6, 7]),  # foreground on slices 4..8: evenly spaced inside, ends excluded
-    ([6], [6], 3, [6]),           # a single slice
-    ([], [], 2, [3, 6]),          # no foreground: spread over the volume (0..9)
+    ([4, 5], [8], 3, [4, 5, 8]),             # no more foreground slices than panels: all of them
+    ([1, 2, 3, 4, 5], [9], 3, [2, 3, 5]),    # spread over the 6 foreground slices, never an empty gap slice
+    ([6], [6], 3, [6]),                      # a single slice
+    ([], [], 2, [3, 6]),                     # no foreground: spread over the volume (0..9)
 ])
 def test_slices_cover_the_foreground(ref_slices, pred_slices, count, expected):
     reference = np.zeros((10, 4, 4), np.uint8)
