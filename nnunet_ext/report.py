@@ -28,8 +28,11 @@ def results_table(summary: dict, label_names: dict[str, str] | None = None) -> s
             rows.append(f"| {case} | {label_names.get(label, label)} | "
                         + " | ".join(_fmt(m.get(k)) for k in METRICS) + " |")
     for label, m in summary["mean"].items():
-        rows.append(f"| **mean** | {label_names.get(label, label)} | "
-                    + " | ".join(_fmt(m.get(k)) for k in METRICS) + " |")
+        undefined = m.get("n_distance_undefined", 0)
+        # a NaN-skipping distance mean must say how many cases it left out (missed or spurious lesions)
+        cells = [_fmt(m.get(k)) + (f" ({undefined} undef.)" if undefined and k in ("HD95", "ASD") else "")
+                 for k in METRICS]
+        rows.append(f"| **mean** | {label_names.get(label, label)} | " + " | ".join(cells) + " |")
     return "\n".join([head] + rows)
 
 

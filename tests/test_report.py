@@ -22,6 +22,12 @@ def test_slices_cover_the_foreground(ref_slices, pred_slices, count, expected):
     assert slices_to_show(reference, prediction, count) == expected
 
 
+def test_mean_row_reports_undefined_distances():
+    summary = {"metric_per_case": [], "mean": {"1": {"Dice": 0.5, "HD95": 3.0, "ASD": 1.0,
+                                                     "n_distance_undefined": 2}}}
+    assert "| **mean** | 1 | 0.500 | n/a | n/a | n/a | 3.000 (2 undef.) | 1.000 (2 undef.) |" in results_table(summary)
+
+
 def test_report_folder_has_table_curve_and_overlays(tmp_path):
     images, labels, preds = (tmp_path / n for n in ("images", "labels", "preds"))
     for folder in (images, labels, preds):

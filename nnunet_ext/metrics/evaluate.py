@@ -7,6 +7,12 @@ masks) are documented in :mod:`nnunet_ext.metrics.segmentation`.
 
 Means follow nnU-Net: ``mean[label][metric]`` is the NaN-ignoring mean over cases; ``foreground_mean[metric]`` is
 the plain mean of ``mean`` over the labels other than 0, so it is NaN when one label's mean is undefined.
+
+HD95/ASD are undefined (NaN) for a case whose reference or prediction, not both, is empty, and a NaN-ignoring mean
+skips it, so a missed lesion would improve the mean distance. Therefore ``mean[label]["n_distance_undefined"]``
+counts those cases (``foreground_mean`` sums the counts), and ``--distance_penalty diagonal`` replaces the undefined
+distances with the image diagonal in mm (:func:`nnunet_ext.metrics.segmentation.image_diagonal_mm`); the summary
+records the choice under ``distance_penalty``.
 """
 from __future__ import annotations
 
@@ -22,8 +28,11 @@ import numpy as np
 
 from nnunet_ext.atomic import atomic_output_file
 from nnunet_ext.errors import UserInputError
-from nnunet_ext.metrics.segmentation import METRIC_NAMES, compute_case_metrics, empty_label_metrics
+from nnunet_ext.metrics.segmentation import (METRIC_NAMES, compute_case_metrics, distance_undefined,
+                                             empty_label_metrics, image_diagonal_mm)
 
+#: ``--distance_penalty`` choices: keep undefined HD95/ASD as NaN, or use the image diagonal in mm.
+DISTANCE_PENALTIES = ("none", "diagonal")
 #: File endings read as label maps (SimpleITK picks the reader from the ending).
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
 #: Largest relative difference per axis at which reference and prediction spacings count as equal.
@@ -44,15 +53,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None, metavar="CSV",
                         help="per-case table, one row per (case, label) (default: PRED/per_case.csv)")
     parser.add_argument("-np", type=int, default=1, help="number of worker processes (default: 1)")
+    parser.add_argument("--distance_penalty", choices=DISTANCE_PENALTIES, default="none",
+                        help="HD95/ASD of a case where exactly one of reference and prediction is empty: none = NaN "
+                             "(skipped by the mean; the count is reported), diagonal = the image diagonal in mm")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = evaluate_folders(args.ref, args.pred, labels=args.l, output_json=args.o, output_csv=args.csv,
-                               num_processes=args.np)
+                               num_processes=args.np, distance_penalty=args.distance_penalty)
     output_json = args.o or str(Path(args.pred) / "summary.json")
     print(f"evaluated {len(summary['metric_per_case'])} cases -> {output_json}")
+    undefined = summary["foreground_mean"]["n_distance_undefined"]
     for metric in ("Dice", "HD95", "ASD"):
-        print(f"  foreground mean {metric}: {summary['foreground_mean'][metric]:.4f}")
+        note = f" ({undefined} case-labels undefined, penalty: {args.distance_penalty})" if metric != "Dice" else ""
+        print(f"  foreground mean {metric}: {summary['foreground_mean'][metric]:.4f}{note}")
     return 0
 
 
@@ -120,7 +134,8 @@ def _check_world_geometry(name: str, reference_file: Path, prediction_file: Path
                              f"prediction {_rounded(prediction_direction)}")
 
 
-def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[int] | None) -> dict:
+def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[int] | None,
+                  distance_penalty: str = "none") -> dict:
     """Metrics of one (reference, prediction) pair; spacing of the reference is used for distances.
 
     With ``labels=None`` every nonzero label of the reference or the prediction is evaluated, and the nonzero
@@ -140,7 +155,9 @@ def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[in
     if labels is None:
         labels = sorted(set(reference_labels) | {int(v) for v in prediction_values if v != 0})
     return {"reference_file": str(reference_file), "prediction_file": str(prediction_file),
-            "metrics": compute_case_metrics(reference, prediction, labels, reference_spacing),
+            "metrics": compute_case_metrics(reference, prediction, labels, reference_spacing,
+                                            undefined_distance=image_diagonal_mm(reference.shape, reference_spacing)
+                                            if distance_penalty == "diagonal" else None),
             "n_voxels": int(reference.size), "reference_labels": reference_labels}
 
 
@@ -149,7 +166,7 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def _summarize(cases: list[dict], labels: list[int]) -> dict:
+def _summarize(cases: list[dict], labels: list[int], distance_penalty: str = "none") -> dict:
     """nnU-Net's summary layout with string label keys (as ``save_summary_json`` writes them)."""
     metric_per_case = []
     for case in cases:
@@ -160,11 +177,16 @@ def _summarize(cases: list[dict], labels: list[int]) -> dict:
                                 "prediction_file": case["prediction_file"], "metrics": metrics})
     mean = {str(label): {m: _nanmean([float(c["metrics"][str(label)][m]) for c in metric_per_case])
                          for m in METRIC_NAMES} for label in labels}
+    for label in labels:
+        mean[str(label)]["n_distance_undefined"] = sum(distance_undefined(c["metrics"][str(label)])
+                                                       for c in metric_per_case)
     foreground = [mean[str(label)] for label in labels if label != 0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # mean of no foreground label is NaN, on purpose
         foreground_mean = {m: float(np.mean([per_label[m] for per_label in foreground])) for m in METRIC_NAMES}
-    return {"metric_per_case": metric_per_case, "mean": mean, "foreground_mean": foreground_mean}
+    foreground_mean["n_distance_undefined"] = sum(per_label["n_distance_undefined"] for per_label in foreground)
+    return {"metric_per_case": metric_per_case, "mean": mean, "foreground_mean": foreground_mean,
+            "distance_penalty": distance_penalty}
 
 
 def _write_json(summary: dict, path: Path) -> None:
@@ -201,7 +223,7 @@ def _check_outputs(outputs: Sequence[tuple[str, Path]], ref_dir: Path, pred_dir:
 
 def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence[int] | None = None,
                      output_json: str | Path | None = None, output_csv: str | Path | None = None,
-                     num_processes: int = 1) -> dict:
+                     num_processes: int = 1, distance_penalty: str = "none") -> dict:
     """Evaluate every reference in ``ref_dir`` against the same-named file in ``pred_dir``.
 
     Args:
@@ -211,6 +233,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
         output_json: summary path, default ``pred_dir/summary.json``.
         output_csv: per-(case, label) table, default ``pred_dir/per_case.csv``.
         num_processes: worker processes; 1 evaluates in this process.
+        distance_penalty: ``"none"`` (undefined HD95/ASD stay NaN) or ``"diagonal"`` (the image diagonal in mm).
 
     Returns:
         The summary as written to ``output_json``. Everything is computed and checked before anything is written,
@@ -222,6 +245,9 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
             raise UserInputError(f"{role} folder not found: {folder}")
     if num_processes < 1:
         raise UserInputError(f"-np must be >= 1, got {num_processes}")
+    if distance_penalty not in DISTANCE_PENALTIES:
+        raise UserInputError(f"--distance_penalty must be one of {', '.join(DISTANCE_PENALTIES)}, got "
+                             f"'{distance_penalty}'")
     if labels is not None:
         if not labels:
             raise UserInputError("-l needs at least one label")
@@ -240,7 +266,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
     for name in names:
         if not (pred_dir / name).is_file():
             raise UserInputError(f"reference {name} has no prediction in {pred_dir}")
-    jobs = [(str(ref_dir / name), str(pred_dir / name), labels) for name in names]
+    jobs = [(str(ref_dir / name), str(pred_dir / name), labels, distance_penalty) for name in names]
     if num_processes > 1:
         import multiprocessing
 
@@ -254,7 +280,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
         labels = sorted({label for case in cases for label in case["reference_labels"]})
         if not labels:
             raise UserInputError(f"the references in {ref_dir} hold no nonzero label; pass the labels with -l")
-    summary = _summarize(cases, labels)
+    summary = _summarize(cases, labels, distance_penalty)
     _write_json(summary, output_json)
     _write_csv(summary, output_csv)
     return summary

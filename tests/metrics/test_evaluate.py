@@ -46,7 +46,7 @@ def test_cli_writes_summary_and_csv(folders, capsys):
     assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir)]) == 0
     assert "foreground mean Dice" in capsys.readouterr().out
     summary = json.loads((pred_dir / "summary.json").read_text())
-    assert set(summary) == {"metric_per_case", "mean", "foreground_mean"}
+    assert set(summary) == {"metric_per_case", "mean", "foreground_mean", "distance_penalty"}
     assert len(summary["metric_per_case"]) == 3 and set(summary["mean"]) == {"1", "2"}
 
     for seed, case in enumerate(summary["metric_per_case"]):
@@ -70,6 +70,25 @@ def test_cli_writes_summary_and_csv(folders, capsys):
     assert len(rows) == 6 and list(rows[0]) == ["case", "label", *METRIC_NAMES]
     assert rows[0]["case"] == "case_000.nii.gz" and rows[0]["label"] == "1"
     assert float(rows[1]["ASD"]) == pytest.approx(summary["metric_per_case"][0]["metrics"]["2"]["ASD"])
+
+
+def test_undefined_distances_are_counted_and_optionally_penalised(folders, tmp_path):
+    """Case 2 predicts label 2 where the reference has none: its HD95/ASD are undefined. The default mean skips
+    the case and says so; the diagonal penalty puts the image diagonal in its place, so the miss worsens the mean."""
+    from nnunet_ext.metrics.segmentation import image_diagonal_mm
+
+    ref_dir, pred_dir = folders
+    plain = evaluate_folders(ref_dir, pred_dir, output_json=tmp_path / "a.json", output_csv=tmp_path / "a.csv")
+    penalised = evaluate_folders(ref_dir, pred_dir, output_json=tmp_path / "b.json", output_csv=tmp_path / "b.csv",
+                                 distance_penalty="diagonal")
+    assert plain["mean"]["2"]["n_distance_undefined"] == 1 and plain["mean"]["1"]["n_distance_undefined"] == 0
+    assert plain["foreground_mean"]["n_distance_undefined"] == 1 and penalised["distance_penalty"] == "diagonal"
+    hd95 = [c["metrics"]["2"]["HD95"] for c in plain["metric_per_case"]]
+    assert math.isnan(hd95[2]) and plain["mean"]["2"]["HD95"] == pytest.approx(np.mean(hd95[:2]))
+    diagonal = image_diagonal_mm(SHAPE, SPACING)
+    assert penalised["metric_per_case"][2]["metrics"]["2"]["HD95"] == pytest.approx(diagonal)
+    assert penalised["mean"]["2"]["HD95"] == pytest.approx(np.mean([*hd95[:2], diagonal]))
+    assert penalised["mean"]["1"] == pytest.approx(plain["mean"]["1"], nan_ok=True)  # nothing undefined there
 
 
 def test_api_with_labels_outputs_and_workers(folders, tmp_path):
