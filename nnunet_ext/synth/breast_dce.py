@@ -750,7 +750,7 @@ OPTIONS = (
            "acquisition times of the post phases in minutes on the AIF time axis; null: 1.5 and 6.5",
            optional=True),
     Option("pre_contrast_conspicuity", Number(0.0, 5.0), DEFAULT_PRE_CONTRAST_CONSPICUITY,
-           "strength of the tumour's pre-contrast cues (native T1, grain); 0 = none, 1 = default"),
+           "strength of the tumour's pre-contrast cues (native T1, texture amplitude); 0 = none, 1 = default"),
     Option("snr", RangePair(Number(0.0, exclusive_minimum=True), single=True), (20.0, 40.0),
            "pure-FGT pre-contrast signal / Rician noise sigma, a range is drawn per case; null: no noise",
            optional=True),
