@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from nnunet_ext import demo
 from nnunet_ext.atomic import MARKER, write_marker
 from nnunet_ext.cli import main
 
@@ -45,6 +46,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
 @pytest.mark.slow
 def test_tiny_demo_runs_and_replaces_only_its_own_workspace(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("nnUNet_ext_iters", "2")  # the demo passes the schedule overrides on to nnUNetv2_train
+    monkeypatch.setenv("nnUNet_ext_val_iters", "1")
     workspace = tmp_path / "demo"
     assert main(["demo", "--workspace", str(workspace), *TINY]) == 0
     report = workspace / "report"
@@ -52,7 +55,14 @@ def test_tiny_demo_runs_and_replaces_only_its_own_workspace(tmp_path, monkeypatc
     assert (report / "training_curve.png").is_file() and (report / "test_0000.png").is_file()
     first = json.loads((workspace / "demo_result.json").read_text())
     assert 0.0 <= first["demo_dice"] <= 1.0 and set(first["per_case_dice"]) == {"test_0000"}
+    assert "mean foreground Dice" in capsys.readouterr().out
+
     # a second run replaces the first one's workspace (its own), leaving no temporary or old folders behind
+    def second_run(workspace_tmp, *args):
+        (workspace_tmp / "second").write_text("run 2")
+        return {"demo_dice": 0.5}
+
+    monkeypatch.setattr(demo, "run_demo", second_run)
     assert main(["demo", "--workspace", str(workspace), *TINY]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
-    assert "mean foreground Dice" in capsys.readouterr().out
+    assert sorted(p.name for p in workspace.iterdir()) == [MARKER, "second"]

@@ -87,10 +87,11 @@ def test_bad_run_arguments(tmp_path, kw, message):
 
 TINY = {
     "name": "tiny",
-    "datasets": [{"synth": "breast_dce", "id": 911, "cases": 5, "test_cases": 2, "seed": 0, "shape": [16, 32, 32]}],
+    "datasets": [{"synth": "breast_dce", "id": 911, "cases": 5, "test_cases": 1, "seed": 0, "shape": [8, 32, 32],
+                  "configurations": ["2d"]}],
     "folds": [0, 1], "seeds": [0], "ensemble": True, "metrics": ["Dice", "HD95"], "baseline": "tiny",
-    "rows": [{"label": "tiny", "trainer": "TinyTrainer", "dataset": 911},
-             {"label": "tiny 1x1", "trainer": "TinyTrainer", "dataset": 911,
+    "rows": [{"label": "tiny", "trainer": "TinyTrainer", "dataset": 911, "configuration": "2d"},
+             {"label": "tiny 1x1", "trainer": "TinyTrainer", "dataset": 911, "configuration": "2d",
               "schedule": {"epochs": 1, "iterations": 1}}],
     "summary": {"tiny_dice": {"row": "tiny", "metric": "Dice"},
                 "ensemble_dice": {"row": "tiny (ensemble)", "metric": "Dice"},
@@ -114,7 +115,7 @@ def test_local_executor_end_to_end_with_fold_ensemble(tmp_path):
     ensemble = next(j for j in result["jobs"] if j["label"] == "tiny (ensemble)")
     job_dir = tmp_path / "wd" / "jobs" / ensemble["id"]
     assert json.loads((job_dir / "ensemble.json").read_text())["folds"] == ["0", "1"]   # nnUNetv2_predict -f 0 1
-    model = job_dir / "nnUNet_results" / "Dataset911_BreastDCE" / "TinyTrainer__nnUNetPlansCPU__3d_fullres"
+    model = job_dir / "nnUNet_results" / "Dataset911_BreastDCE" / "TinyTrainer__nnUNetPlansCPU__2d"
     assert sorted(p.name for p in model.glob("fold_*")) == ["fold_0", "fold_1"]
     assert (model / "fold_1" / "checkpoint_final.pth").is_file()
     per_case = (tmp_path / "results" / "tiny.per_case.csv").read_text().splitlines()
