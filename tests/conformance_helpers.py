@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from tests.conftest import InProcessPool
+
 TRAINER_PACKAGE = "nnunet_ext.trainers"
 CONFIGURATIONS = ("2d", "3d_fullres")
 PLANNER, PLANS = "CPUPlanner", "nnUNetPlansCPU"
@@ -111,39 +113,6 @@ def declared_overrides(trainers: list[type]) -> list[tuple[type, str, Any]]:
 
 
 # --- nnU-Net without worker processes -----------------------------------------------------------------------------
-
-class _ReadyResult:
-    def __init__(self, value):
-        self._value = value
-
-    def ready(self) -> bool:
-        return True
-
-    def get(self, timeout=None):
-        return self._value
-
-
-class InProcessPool:
-    """Stand-in for ``multiprocessing`` pools: nnU-Net's fingerprinting and preprocessing code runs unchanged, in
-    this process (a spawn pool costs ~2.5 s per use on 2 cores; the suite would spend half its budget there)."""
-
-    _pool: list = []  # nnU-Net polls its workers' liveness: no workers, nothing dead
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def starmap(self, function, arguments):
-        return [function(*a) for a in arguments]
-
-    def starmap_async(self, function, arguments):
-        return _ReadyResult(self.starmap(function, arguments))
-
 
 def planning_in_process(monkeypatch) -> None:
     """Patch nnU-Net's planning modules to run without worker processes and with a small intensity sample."""

@@ -171,10 +171,10 @@ def _in_process_integrity_check(world: Path, monkeypatch: pytest.MonkeyPatch) ->
 
     from nnunetv2.experiment_planning import verify_dataset_integrity as vdi
 
-    from tests.conftest import _InProcessPool
+    from tests.conftest import InProcessPool
 
     monkeypatch.setattr(vdi, "multiprocessing", SimpleNamespace(
-        get_context=lambda method: SimpleNamespace(Pool=_InProcessPool)))
+        get_context=lambda method: SimpleNamespace(Pool=InProcessPool)))
     bad = _label_map(0)
     bad[0, 0, 0] = 3  # dataset.json declares labels 0 and 1 only
     _write_label(world / "raw" / "Dataset005_Tiny" / "labelsTr" / "case_0000.nii.gz", bad)
