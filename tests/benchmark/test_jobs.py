@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import yaml
 
 from nnunet_ext.benchmark import jobs as jobs_module
 from nnunet_ext.benchmark.jobs import (FAILED, FINISHED, job_state, plan_jobs, read_job_record, retire, run_job,
@@ -223,7 +224,8 @@ def test_dkm_spec_plans_the_dm_first_and_points_every_sm_at_its_seed(tmp_path):
 
     from nnunet_ext.benchmark.spec import load_spec
 
-    spec = load_spec(Path(__file__).resolve().parents[2] / "benchmarks" / "specs" / "dkm.yaml")
+    spec_file = Path(__file__).resolve().parents[2] / "benchmarks" / "specs" / "dkm.yaml"
+    spec = load_spec(spec_file)
     jobs = {j.id: j for j in plan_jobs(spec, tmp_path / "wd", fake_datasets(tmp_path), "cpu", CODE)}
     assert len(jobs) == 3 * 8                      # 8 rows, fold all, 3 seeds; no ensemble
     for job in jobs.values():
@@ -234,8 +236,11 @@ def test_dkm_spec_plans_the_dm_first_and_points_every_sm_at_its_seed(tmp_path):
             assert list(jobs).index(dm_id) < list(jobs).index(job.id)
         if job.label.startswith("DKM f"):
             assert job.payload["env"]["nnUNet_ext_dkm_dm_checkpoint"].startswith(str(dm.dir))
-        if job.kind == "train" and job.label != "DM":
-            assert job.payload["env"]["nnUNet_ext_epochs"] == "16" and job.payload["predict"] is True
+        if job.kind == "train" and job.label != "DM":  # the study's default schedule reaches every model
+            row = next(r for r in spec.rows if r.label == job.label)
+            assert row.schedule == yaml.safe_load(spec_file.read_text())["schedule"]
+            assert job.payload["env"]["nnUNet_ext_epochs"] == str(row.schedule["epochs"])
+            assert job.payload["predict"] is True
     analysis = next(j for j in jobs.values() if j.label == "DM enhancement analysis" and j.seed == 2)
     assert "-i " + str(tmp_path / "raw" / "Dataset601_Fake" / "imagesTs") in analysis.payload["command"]
     assert analysis.payload["json"] == str(analysis.dir / "analysis.json")
