@@ -39,7 +39,8 @@ setup(
     ],
     extras_require={
         # MONAI is the independent reference for surface distances and DDPM schedules in the tests.
-        "test": ["pytest"],
+        # pyefd is the independent reference for FFPN's elliptic Fourier descriptors (Eq. 1).
+        "test": ["pytest", "pyefd"],
     },
     entry_points={"console_scripts": ["nnunet-ext=nnunet_ext.cli:main"]},
 )

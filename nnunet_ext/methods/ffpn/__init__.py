@@ -1,0 +1,4 @@
+"""FFPN: Fourier Feature Pyramid Network for ultrasound segmentation (Chen et al., MICCAI 2023).
+
+- :mod:`.fourier`: elliptic Fourier descriptors in the paper's Eq. 1 parametrisation, mask <-> contour.
+"""
