@@ -3,4 +3,10 @@
 - :mod:`.fourier`: elliptic Fourier descriptors in the paper's Eq. 1 parametrisation, mask <-> contour.
 - :mod:`.anchors`: k-means Fourier anchors, the contour IoU (PolarIoU * BoxIoU), Eq. 2 offsets, anchor assignment.
 - :mod:`.losses`: Eq. 3, Smooth L1 location and Fourier terms, contour loss, 0.25 BCE + 0.75 focal.
+- :mod:`.targets`: label patches -> contour targets in network pixels, and the Eq. 3 loss of a batch.
+- :mod:`.network`: ResNet + FPN, Fourier pyramid heads (Fig. 2c, Fig. 3), contours -> label-map logits.
+- :mod:`.trainers`: ``FFPNTrainer`` (``nnUNetv2_train DATASET 2d FOLD -tr FFPNTrainer``) and ``FFPNTrainer_tiny``.
+
+Not built yet: the CSR refinement (``FFPNRTrainer``), the HC18/CAMUS/folder converters, the HC metric and the
+benchmarks of issue #8.
 """

@@ -30,11 +30,12 @@ def fit_anchors(coefficient_sets: np.ndarray, image_size: float, k: int = DEFAUL
     Args:
         coefficient_sets: ``(M, N, 4)`` Eq. 1 coefficients of the training contours, in pixels of the network input.
         image_size: the network input side length in pixels (416 in the paper); anchors are returned as fractions.
-        k: number of anchors; fewer distinct training shapes than ``k`` gives that many anchors.
+        k: number of anchors. With fewer distinct training shapes than ``k``, the clusters are repeated up to ``k``
+            (the network's anchor count is fixed when it is built; a repeated anchor is merely redundant).
         seed: k-means initialisation seed, so anchors are reproducible per fold.
 
     Returns:
-        ``(k', N, 4)`` anchor coefficients as fractions of ``image_size``, sorted by first-harmonic area (small first).
+        ``(k, N, 4)`` anchor coefficients as fractions of ``image_size``, sorted by first-harmonic area (small first).
     """
     from sklearn.cluster import KMeans
 
@@ -46,7 +47,8 @@ def fit_anchors(coefficient_sets: np.ndarray, image_size: float, k: int = DEFAUL
     model = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit(features)
     anchors = model.cluster_centers_.reshape(clusters, *shapes.shape[1:])
     area = np.prod(fourier.harmonic_ellipse_size(anchors)[:, 0], axis=-1)
-    return anchors[np.argsort(area, kind="stable")]
+    anchors = anchors[np.argsort(area, kind="stable")]
+    return anchors[np.arange(int(k)) % clusters]
 
 
 def bounding_boxes(points: torch.Tensor) -> torch.Tensor:

@@ -51,7 +51,8 @@ def ffpn_loss(
 
     Args:
         predicted_centre_offsets, predicted_fourier_offsets: ``(P, 2)`` and ``(P, N, 4)`` network outputs.
-        logits, labels: ``(P,)`` class scores and labels (1 positive, 0 negative, -1 ignored).
+        logits, labels: ``(P,)`` or ``(P, C)`` class scores and labels (1 positive, 0 negative, -1 ignored); an
+            anchor is positive when any of its class labels is 1.
         anchor_centres, anchor_coefficients: ``(P, 2)``, ``(P, N, 4)`` each anchor's position and shape.
         target_centres, target_coefficients: ``(P, 2)``, ``(P, N, 4)`` the matched ground truth (read only where
             ``labels == 1``).
@@ -59,7 +60,7 @@ def ffpn_loss(
     Returns:
         ``{"loc", "fourier", "contour", "cls", "total"}``; regression terms are 0 (with gradient) without positives.
     """
-    positive = labels == 1
+    positive = (labels == 1).reshape(len(labels), -1).any(dim=1)
     terms = {"cls": classification_loss(logits, labels)}
     if positive.any():
         anchor_c, anchor_k = anchor_centres[positive], anchor_coefficients[positive]

@@ -86,7 +86,8 @@ def test_fit_anchors_recovers_separated_clusters_and_caps_k():
     fitted = anchors.fit_anchors(np.concatenate([large, small]), image_size=100, k=2)
     np.testing.assert_allclose(fitted[0, 0, 1:3], [0.10, 0.05], atol=0.01)  # sorted small first, fractions of 100
     np.testing.assert_allclose(fitted[1, 0, 1:3], [0.40, 0.30], atol=0.01)
-    assert len(anchors.fit_anchors(np.stack([ellipse(10, 5).numpy()] * 4), image_size=100, k=9)) == 1
+    repeated = anchors.fit_anchors(np.stack([ellipse(10, 5).numpy()] * 4), image_size=100, k=9)
+    assert repeated.shape == (9, 3, 4) and np.allclose(repeated, repeated[:1])
     with pytest.raises(ValueError, match=r"\(M, N, 4\)"):
         anchors.fit_anchors(np.zeros((0, 3, 4)), image_size=100)
 

@@ -1,0 +1,2 @@
+"""Thin module for nnU-Net's trainer lookup (nnUNet_extTrainer): the classes live in the installed package."""
+from nnunet_ext.methods.ffpn.trainers import FFPNTrainer, FFPNTrainer_tiny  # noqa: F401
