@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +33,14 @@ import numpy as np
 from nnunet_ext.atomic import atomic_output_dirs, check_replaceable
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.synth.base import dataset_folder_name, existing_dataset_with_id
-from nnunet_ext.synth.cli import raw_root_from  # noqa: F401  (re-exported for the converters)
+
+# re-exported: the DCE converters import everything they share from here
+from nnunet_ext.datasets_conversion._common import check_dataset_name, cli_main, raw_root_from  # noqa: F401
 
 FILE_ENDING = ".nii.gz"
 LABELS = {"background": 0, "tumor": 1}
 GEOMETRY_TOLERANCE_MM = 0.01  # far below any MR voxel size; absorbs the rounding of DICOM/NIfTI header values
 DIRECTION_TOLERANCE = 1e-4
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def dce_channel_names(n_post: int) -> dict[str, str]:
@@ -237,13 +236,6 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
-def check_dataset_name(name: str) -> str:
-    if not _NAME_PATTERN.match(name or ""):
-        raise UserInputError(f"dataset name '{name}' must start with a letter or digit and contain only letters, "
-                             f"digits, '_', '-' or '.'")
-    return name
-
-
 def check_output_ids(raw_root: Path, dce_id: int, pre_only_id: int, overwrite: bool) -> None:
     """Refuse clashing or already used dataset ids before anything is read or written."""
     for dataset_id in (dce_id, pre_only_id):
@@ -406,16 +398,3 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> 
     parser.add_argument("--resample_to_pre", action="store_true",
                         help="resample post-contrast images (linear) and segmentations (nearest) that are not on "
                              "the pre-contrast grid instead of stopping with an error")
-
-
-def cli_main(prog: str, description: str, configure_parser: Callable[[argparse.ArgumentParser], None],
-             run: Callable[[argparse.Namespace], int], argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run, and turn a UserInputError into one line on stderr and exit code 2."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    try:
-        return int(run(args) or 0)
-    except UserInputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2

@@ -1,6 +1,9 @@
 """Shared fixtures: seeded RNGs, single-threaded torch, and isolated nnU-Net folders."""
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,6 +43,29 @@ def shared_data(sub: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} is absent (CI clones shared/ beside the repo)")
     return path
+
+
+def tree_hash(root: Path) -> str:
+    """Digest of every path name and file byte under ``root``: equal before and after means nothing was touched."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(root).rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def nnunet_bin(name: str) -> str:
+    """An nnU-Net (or nnunet-ext) console script of the running environment."""
+    return str(Path(sys.executable).parent / name)
+
+
+def run_command(cmd, env, cwd, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run a command (items stringified); with ``ok``, fail the test with the output tails if it fails."""
+    proc = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, capture_output=True, text=True)
+    if ok:
+        assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
 
 
 class _ReadyResult:

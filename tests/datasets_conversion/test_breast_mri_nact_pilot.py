@@ -7,8 +7,6 @@ order nor file order matches series numbers, time points or slice order.
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from nnunet_ext.atomic import MARKER  # noqa: E402
 from nnunet_ext.errors import UserInputError  # noqa: E402
 
 from nnunet_ext.datasets_conversion import breast_mri_nact_pilot as nact  # noqa: E402
+from tests.conftest import tree_hash  # noqa: E402
 
 SHAPE = (4, 8, 8)  # slices, rows, columns
 ROW_COSINE = np.array([0.0, 1.0, 0.0])     # sagittal: rows run anterior -> posterior
@@ -219,15 +218,6 @@ def write_tree(root: Path, seed: int = 0) -> dict[str, FakePatient]:
             fake.phases.insert(0, phases)
             fake.tumour.insert(0, tumour)
     return truth
-
-
-def tree_hash(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def expected_image(stored: np.ndarray):

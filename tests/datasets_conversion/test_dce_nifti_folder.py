@@ -1,8 +1,6 @@
 """Tests of nnunet_ext.datasets_conversion.dce_nifti_folder on tiny NIfTI folders (CASE_pre/postK/seg.nii.gz)."""
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from nnunet_ext.atomic import MARKER  # noqa: E402
 from nnunet_ext.errors import UserInputError  # noqa: E402
 
 from nnunet_ext.datasets_conversion import dce_nifti_folder as converter  # noqa: E402
+from tests.conftest import shared_data, tree_hash  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (4, 8, 8)
@@ -52,15 +51,6 @@ def write_folder(src: Path, seed: int = 0, n_post: int = 2) -> dict[str, dict[st
             sitk.WriteImage(make_image(array), str(src / f"{case}_{role}.nii.gz"))
         truth[case] = roles
     return truth
-
-
-def tree_hash(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(str(path.relative_to(root)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def convert(src: Path, raw: Path, **options):
@@ -269,9 +259,7 @@ def test_cli_module_runs(tmp_path):
 
 def test_real_breast_mri_header_and_label_survive(tmp_path):
     """Real breast MRI (pyradiomics breast1, int16 image + int16 0/1 label): values, grid and label kept exactly."""
-    data = REPO.parent / "shared" / "data" / "pyradiomics"
-    if not (data / "breast1_image.nrrd").is_file():
-        pytest.skip(f"real test data not available at {data}")
+    data = shared_data("pyradiomics")
     src = tmp_path / "src"
     src.mkdir()
     image = sitk.ReadImage(str(data / "breast1_image.nrrd"))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +12,10 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
+from tests.conftest import nnunet_bin as _bin, run_command as _run
 
 pytestmark = pytest.mark.slow
 DCE_ID, PRE_ID = 321, 322
-
-
-def _bin(name):
-    return str(Path(sys.executable).parent / name)
-
-
-def _run(cmd, env, cwd, ok=True):
-    proc = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, capture_output=True, text=True)
-    if ok:
-        assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,10 @@
 """FFPN through nnU-Net's real commands on a tiny ultrasound_2d cardiac phantom (CPU; three classes, the LV cavity
-inside the myocardium ring): nnUNetv2_train -tr FFPNTrainer_tiny on folds 0 and 1, nnUNetv2_predict with one fold
-and with the 2-fold ensemble. The one-class fetal-head case runs through the same code with C = 1."""
+inside the myocardium ring): nnUNetv2_train -tr FFPNTrainer_tiny on folds 0 and 1, nnUNetv2_predict with the 2-fold
+ensemble. The one-class fetal-head case runs through the same code with C = 1."""
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +12,10 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
+from tests.conftest import nnunet_bin as _bin, run_command as _run
 
 pytestmark = pytest.mark.slow
 SCENES = {"cardiac": 332}
-
-
-def _bin(name):
-    return str(Path(sys.executable).parent / name)
-
-
-def _run(cmd, env, cwd):
-    proc = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +49,9 @@ def test_anchors_are_fitted_on_the_fold_and_stored_in_the_checkpoint(ffpn_run, s
 
 
 @pytest.mark.parametrize("scene", sorted(SCENES))
-@pytest.mark.parametrize("folds", [["0"], ["0", "1"]])
-def test_predict_writes_label_maps_of_the_input_geometry(ffpn_run, tmp_path, scene, folds):
+def test_fold_ensemble_prediction_writes_label_maps_of_the_input_geometry(ffpn_run, tmp_path, scene):
+    """``nnUNetv2_predict -f 0 1``: each fold's network, then nnU-Net's averaging (a single fold is the same path)."""
+    folds = ["0", "1"]
     raw = ffpn_run["raw"][scene]
     labels = set(json.loads((raw / "dataset.json").read_text())["labels"].values())
     _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", tmp_path / "pred", "-d", SCENES[scene], "-c", "2d",
