@@ -13,6 +13,12 @@ skips it, so a missed lesion would improve the mean distance. Therefore ``mean[l
 counts those cases (``foreground_mean`` sums the counts), and ``--distance_penalty diagonal`` replaces the undefined
 distances with the image diagonal in mm (:func:`nnunet_ext.metrics.segmentation.image_diagonal_mm`); the summary
 records the choice under ``distance_penalty``.
+
+``--hc18_csv CSV`` (an HC18 ``pixel_size_and_HC`` CSV: filename, pixel size (mm), head circumference (mm)) adds the
+HC18 challenge metric under ``head_circumference``: per case the circumference of the ellipse fitted to the
+prediction's foreground (:mod:`nnunet_ext.metrics.head_circumference`), in mm with the CSV's pixel size, and its
+absolute difference from the CSV value. Cases are matched to CSV rows by the converter's names (``hc18_010_2`` <->
+``010_2HC.png``); an empty prediction has no circumference and is counted in ``n_undefined``.
 """
 from __future__ import annotations
 
@@ -56,17 +62,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distance_penalty", choices=DISTANCE_PENALTIES, default="none",
                         help="HD95/ASD of a case where exactly one of reference and prediction is empty: none = NaN "
                              "(skipped by the mean; the count is reported), diagonal = the image diagonal in mm")
+    parser.add_argument("--hc18_csv", default=None, metavar="CSV",
+                        help="HC18 CSV (filename, pixel size (mm), head circumference (mm)): also report the absolute "
+                             "head-circumference difference in mm (HC18 challenge metric)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = evaluate_folders(args.ref, args.pred, labels=args.l, output_json=args.o, output_csv=args.csv,
-                               num_processes=args.np, distance_penalty=args.distance_penalty)
+                               num_processes=args.np, distance_penalty=args.distance_penalty,
+                               hc18_csv=args.hc18_csv)
     output_json = args.o or str(Path(args.pred) / "summary.json")
     print(f"evaluated {len(summary['metric_per_case'])} cases -> {output_json}")
     undefined = summary["foreground_mean"]["n_distance_undefined"]
     for metric in ("Dice", "HD95", "ASD"):
         note = f" ({undefined} case-labels undefined, penalty: {args.distance_penalty})" if metric != "Dice" else ""
         print(f"  foreground mean {metric}: {summary['foreground_mean'][metric]:.4f}{note}")
+    if "head_circumference" in summary:
+        hc = summary["head_circumference"]
+        print(f"  head circumference: mean absolute difference {hc['mean_abs_diff_mm']:.2f} mm over "
+              f"{hc['n_cases'] - hc['n_undefined']} cases ({hc['n_undefined']} empty predictions)")
     return 0
 
 
@@ -189,6 +203,31 @@ def _summarize(cases: list[dict], labels: list[int], distance_penalty: str = "no
             "distance_penalty": distance_penalty}
 
 
+def head_circumference_summary(names: Sequence[str], pred_dir: Path, hc18_csv: Path) -> dict:
+    """The HC18 metric of the predictions ``pred_dir/names`` against the CSV's circumferences (module docstring)."""
+    from nnunet_ext.datasets_conversion.hc18 import image_name, read_csv
+    from nnunet_ext.metrics.head_circumference import head_circumference_mm
+
+    rows = read_csv(hc18_csv, columns=3)
+    per_case = {}
+    for name in names:
+        case = next(name[: -len(e)] for e in IMAGE_ENDINGS if name.endswith(e))
+        png = image_name(case)
+        if png not in rows:
+            raise UserInputError(f"{hc18_csv} has no row for {png} (case {case})")
+        pixel_size, reference = rows[png]
+        prediction, _, _ = _read_label_map(pred_dir / name)
+        try:
+            measured = head_circumference_mm(np.squeeze(prediction) > 0, pixel_size)
+        except ValueError:  # empty prediction, or no ellipse fits it
+            measured = math.nan
+        per_case[case] = {"image": png, "pixel_size_mm": pixel_size, "reference_mm": reference,
+                          "predicted_mm": measured, "abs_diff_mm": abs(measured - reference)}
+    differences = [c["abs_diff_mm"] for c in per_case.values()]
+    return {"csv": str(hc18_csv), "per_case": per_case, "mean_abs_diff_mm": _nanmean(differences),
+            "n_cases": len(per_case), "n_undefined": sum(math.isnan(d) for d in differences)}
+
+
 def _write_json(summary: dict, path: Path) -> None:
     with atomic_output_file(path) as tmp:
         # NaN is written as the NaN token, as nnU-Net's save_json does
@@ -223,7 +262,8 @@ def _check_outputs(outputs: Sequence[tuple[str, Path]], ref_dir: Path, pred_dir:
 
 def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence[int] | None = None,
                      output_json: str | Path | None = None, output_csv: str | Path | None = None,
-                     num_processes: int = 1, distance_penalty: str = "none") -> dict:
+                     num_processes: int = 1, distance_penalty: str = "none",
+                     hc18_csv: str | Path | None = None) -> dict:
     """Evaluate every reference in ``ref_dir`` against the same-named file in ``pred_dir``.
 
     Args:
@@ -234,6 +274,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
         output_csv: per-(case, label) table, default ``pred_dir/per_case.csv``.
         num_processes: worker processes; 1 evaluates in this process.
         distance_penalty: ``"none"`` (undefined HD95/ASD stay NaN) or ``"diagonal"`` (the image diagonal in mm).
+        hc18_csv: HC18 CSV; adds ``head_circumference`` to the summary (module docstring).
 
     Returns:
         The summary as written to ``output_json``. Everything is computed and checked before anything is written,
@@ -248,6 +289,8 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
     if distance_penalty not in DISTANCE_PENALTIES:
         raise UserInputError(f"--distance_penalty must be one of {', '.join(DISTANCE_PENALTIES)}, got "
                              f"'{distance_penalty}'")
+    if hc18_csv is not None and not Path(hc18_csv).is_file():
+        raise UserInputError(f"--hc18_csv {hc18_csv} does not exist")
     if labels is not None:
         if not labels:
             raise UserInputError("-l needs at least one label")
@@ -281,6 +324,8 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
         if not labels:
             raise UserInputError(f"the references in {ref_dir} hold no nonzero label; pass the labels with -l")
     summary = _summarize(cases, labels, distance_penalty)
+    if hc18_csv is not None:
+        summary["head_circumference"] = head_circumference_summary(names, pred_dir, Path(hc18_csv))
     _write_json(summary, output_json)
     _write_csv(summary, output_csv)
     return summary

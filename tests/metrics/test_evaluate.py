@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -216,3 +217,54 @@ def test_same_path_for_both_outputs_is_refused(folders):
     ref_dir, pred_dir = folders
     with pytest.raises(UserInputError, match="same file"):
         evaluate_folders(ref_dir, pred_dir, output_json=pred_dir / "x", output_csv=pred_dir / "x")
+
+
+def _hc18_folders(tmp_path):
+    """Three HC18-named cases: two ellipses (semi-axes 30 x 20 px and 25 x 25 px) and an empty prediction."""
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    yy, xx = np.mgrid[:80, :100]
+    shapes = {"hc18_001": (30, 20), "hc18_001_2": (25, 25), "hc18_002": None}
+    for case, axes in shapes.items():
+        mask = np.zeros((80, 100), np.uint8) if axes is None else \
+            (((xx - 50) / axes[0]) ** 2 + ((yy - 40) / axes[1]) ** 2 <= 1).astype(np.uint8)
+        write_image(ref_dir / f"{case}.nii.gz", np.maximum(mask, np.eye(80, 100, dtype=np.uint8)), (0.2, 0.2))
+        write_image(pred_dir / f"{case}.nii.gz", mask, (0.2, 0.2))
+    csv_path = tmp_path / "pixel_size_and_HC.csv"
+    csv_path.write_text("filename,pixel size(mm),head circumference (mm)\n"
+                        "001_HC.png,0.2,30.0\n001_2HC.png,0.2,31.4\n002_HC.png,0.2,40.0\n")
+    return ref_dir, pred_dir, csv_path
+
+
+def test_hc18_metric_is_the_fitted_ellipse_perimeter_against_the_csv(tmp_path, capsys):
+    from scipy.special import ellipe
+
+    ref_dir, pred_dir, csv_path = _hc18_folders(tmp_path)
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "--hc18_csv", str(csv_path)]) == 0
+    assert "head circumference: mean absolute difference" in capsys.readouterr().out
+    hc = json.loads((pred_dir / "summary.json").read_text().replace("NaN", "null"))["head_circumference"]
+    exact = 4 * 30 * ellipe(1 - (20 / 30) ** 2) * 0.2  # perimeter of the 30 x 20 px ellipse in mm
+    assert hc["per_case"]["hc18_001"]["predicted_mm"] == pytest.approx(exact, rel=0.005)
+    assert hc["per_case"]["hc18_001"]["abs_diff_mm"] == pytest.approx(abs(exact - 30.0), abs=0.15)
+    assert hc["per_case"]["hc18_001_2"]["image"] == "001_2HC.png"
+    assert hc["n_cases"] == 3 and hc["n_undefined"] == 1 and hc["per_case"]["hc18_002"]["predicted_mm"] is None
+    assert hc["mean_abs_diff_mm"] == pytest.approx(np.mean([hc["per_case"][c]["abs_diff_mm"]
+                                                            for c in ("hc18_001", "hc18_001_2")]))
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda d: d[2].write_text("filename,pixel size(mm),head circumference (mm)\n001_HC.png,0.2,30\n"),
+     "has no row for 001_2HC.png"),
+    (lambda d: d[2].unlink(), "--hc18_csv .* does not exist"),
+    (lambda d: [(d[i] / "hc18_002.nii.gz").rename(d[i] / "case_9.nii.gz") for i in (0, 1)],
+     "case_9 is not an HC18 case id"),
+])
+def test_hc18_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, mutate, message):
+    folders = _hc18_folders(tmp_path)
+    mutate(folders)
+    ref_dir, pred_dir, csv_path = folders
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "--hc18_csv", str(csv_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and re.search(message, error), error
+    assert not (pred_dir / "summary.json").exists() and not (pred_dir / "per_case.csv").exists()

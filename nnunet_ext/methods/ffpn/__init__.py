@@ -7,6 +7,8 @@
 - :mod:`.network`: ResNet + FPN, Fourier pyramid heads (Fig. 2c, Fig. 3), contours -> label-map logits.
 - :mod:`.trainers`: ``FFPNTrainer`` (``nnUNetv2_train DATASET 2d FOLD -tr FFPNTrainer``) and ``FFPNTrainer_tiny``.
 
-Not built yet: the CSR refinement (``FFPNRTrainer``), the HC18/CAMUS/folder converters, the HC metric and the
-benchmarks of issue #8.
+Elsewhere, as shared infrastructure: the HC18 converter (``datasets_conversion/hc18.py``) and the HC18 metric
+(:mod:`nnunet_ext.metrics.head_circumference`, ``nnunet-ext evaluate --hc18_csv``).
+Not built yet: the CSR refinement (``FFPNRTrainer``), the CAMUS and generic folder converters, and the benchmarks
+of issue #8.
 """
