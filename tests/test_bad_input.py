@@ -456,13 +456,15 @@ NIFTI = ["convert", "dce_nifti_folder", "-i", f"{W}/dce", "-d", "11", "--pre_onl
          f"{W}/out_raw", "--test_fraction", "0"]
 NACT = ["convert", "breast_mri_nact_pilot", "-i", f"{W}/dicom", "-d", "11", "--pre_only_id", "12", "--raw",
         f"{W}/out_raw", "--test_fraction", "0"]
+HC18 = ["convert", "hc18", "-i", f"{W}/hc18", "-d", "11", "--raw", f"{W}/out_raw"]
 # out_raw exists (as a user's nnUNet_raw does); the converters' dataset folders must not appear in it
 OUT_NIFTI = f"{W}/out_raw/Dataset011_DCENifti"
+OUT_HC18 = f"{W}/out_raw/Dataset011_HC18"
 OUT_NACT = f"{W}/out_raw/Dataset011_BreastMRINACTPilot"
 
 CONVERT_ROWS = [
     _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
-          r"unknown converter 'kits23' \(choose from breast_mri_nact_pilot, dce_nifti_folder\)"),
+          r"unknown converter 'kits23' \(choose from breast_mri_nact_pilot, dce_nifti_folder, hc18\)"),
     # dce_nifti_folder
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
           r"source folder .*nope does not exist", absent=OUT_NIFTI),
@@ -518,6 +520,26 @@ CONVERT_ROWS = [
     _case("convert-nact-output_inside_source", [*NACT[:-3], f"{W}/dicom/raw", *NACT[-2:]],
           r"the output folder .*dicom/raw is inside the source folder", absent=f"{W}/dicom/raw"),
     _case("convert-nact-bad_visits", [*NACT, "--visits", "last"], r"argument --visits: invalid choice: 'last'"),
+    # hc18
+    _case("convert-hc18-missing_source", [*HC18[:3], f"{W}/nope", *HC18[4:]], r"source folder .*nope does not exist",
+          absent=OUT_HC18),
+    _case("convert-hc18-open_outline", HC18, r"annotation .*002_HC_Annotation\.png is not a closed outline",
+          setup=lambda w, m: _png(w / "hc18" / "training_set" / "002_HC_Annotation.png", _hc18_outline(open_=True)),
+          absent=OUT_HC18),
+    _case("convert-hc18-missing_annotation", HC18, r"image without annotation: .*001_HC\.png",
+          setup=_delete("hc18/training_set/001_HC_Annotation.png"), absent=OUT_HC18),
+    _case("convert-hc18-corrupt_png", HC18, r"cannot read image .*002_HC\.png",
+          setup=_garbage("hc18/training_set/002_HC.png"), absent=OUT_HC18),
+    _case("convert-hc18-missing_pixel_size", HC18, r"no pixel size for .*002_HC\.png in the CSV",
+          setup=lambda w, m: (w / "hc18" / "pixel_size_and_HC.csv").write_text("filename,px,hc\n001_HC.png,0.1,60\n"),
+          absent=OUT_HC18),
+    _case("convert-hc18-bad_pixel_size", HC18, r"pixel_size_and_HC\.csv line 3: values must be positive",
+          setup=lambda w, m: (w / "hc18" / "pixel_size_and_HC.csv").write_text(
+              "filename,px,hc\n001_HC.png,0.1,60\n002_HC.png,0,60\n"), absent=OUT_HC18),
+    _case("convert-hc18-no_training_set", [*HC18[:3], f"{W}/dce", *HC18[4:]], r"has no training_set folder",
+          absent=OUT_HC18),
+    _case("convert-hc18-missing_arguments", ["convert", "hc18", "-i", f"{W}/hc18"],
+          r"^the following arguments are required: -d"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -602,6 +624,23 @@ def count_cases() -> int:
 # the world
 
 
+def _png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(array.astype(np.uint8), mode="L").save(path)
+
+
+def _hc18_outline(open_: bool = False) -> np.ndarray:
+    """A closed ellipse outline in a 24 x 32 image (HC18 style); ``open_`` cuts a gap into it."""
+    from skimage.draw import ellipse_perimeter
+
+    outline = np.zeros((24, 32), np.uint8)
+    outline[ellipse_perimeter(12, 16, 8, 11, shape=outline.shape)] = 255
+    if open_:
+        outline[:, 12:20] = 0
+    return outline
+
+
 def _build_world(root: Path) -> None:
     import torch
 
@@ -631,6 +670,12 @@ def _build_world(root: Path) -> None:
         _write_label(root / "dce" / f"{case}_seg.nii.gz", _label_map(0))
 
     write_study(root / "dicom" / "UCSF-BR-01", np.random.default_rng(1), "UCSF-BR-01", "19980301")
+
+    (root / "hc18" / "training_set").mkdir(parents=True)
+    for name in ("001_HC", "002_HC"):
+        _png(root / "hc18" / "training_set" / f"{name}.png", rng.integers(0, 255, (24, 32)))
+        _png(root / "hc18" / "training_set" / f"{name}_Annotation.png", _hc18_outline())
+    (root / "hc18" / "pixel_size_and_HC.csv").write_text("filename,px,hc\n001_HC.png,0.1,60\n002_HC.png,0.1,60\n")
 
     write_image(root / "dkm" / "in" / "case_0000_0000.nii.gz", rng.normal(size=(4, 16, 16)).astype(np.float32),
                 (2.0, 1.0, 1.0))
