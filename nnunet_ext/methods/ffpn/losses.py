@@ -36,6 +36,26 @@ def contour_loss(points, centre, target_points, target_centre) -> torch.Tensor:
     return (1 - anchor_math.contour_iou(points, centre, target_points, target_centre)).mean()
 
 
+def regression_loss(centre_offsets, fourier_offsets, anchor_centres, anchor_coefficients, target_centres,
+                    target_coefficients, num_points: int = 64) -> dict[str, torch.Tensor]:
+    """``L_Loc``, ``L_Fou`` and ``L_Con`` of contours predicted as Eq. 2 offsets from anchors (FFPN's positive
+    anchors, or CSR's merged contours).
+
+    Args:
+        centre_offsets, fourier_offsets: ``(P, 2)``, ``(P, N, 4)`` predictions.
+        anchor_centres, anchor_coefficients, target_centres, target_coefficients: ``(P, 2)``, ``(P, N, 4)`` each.
+    """
+    centre_goal, fourier_goal = anchor_math.encode_offsets(target_centres, target_coefficients, anchor_centres,
+                                                           anchor_coefficients)
+    centre, coefficients = anchor_math.decode_offsets(centre_offsets, fourier_offsets, anchor_centres,
+                                                      anchor_coefficients)
+    points = fourier.decode(centre, coefficients, num_points)
+    target_points = fourier.decode(target_centres, target_coefficients, num_points).to(points.dtype)
+    return {"loc": F.smooth_l1_loss(centre_offsets, centre_goal.to(centre_offsets.dtype)),
+            "fourier": F.smooth_l1_loss(fourier_offsets, fourier_goal.to(fourier_offsets.dtype)),
+            "contour": contour_loss(points, centre, target_points, target_centres.to(points.dtype))}
+
+
 def ffpn_loss(
     predicted_centre_offsets: torch.Tensor,
     predicted_fourier_offsets: torch.Tensor,
@@ -55,7 +75,7 @@ def ffpn_loss(
             anchor is positive when any of its class labels is 1.
         anchor_centres, anchor_coefficients: ``(P, 2)``, ``(P, N, 4)`` each anchor's position and shape.
         target_centres, target_coefficients: ``(P, 2)``, ``(P, N, 4)`` the matched ground truth (read only where
-            ``labels == 1``).
+            the anchor is positive).
 
     Returns:
         ``{"loc", "fourier", "contour", "cls", "total"}``; regression terms are 0 (with gradient) without positives.
@@ -63,16 +83,9 @@ def ffpn_loss(
     positive = (labels == 1).reshape(len(labels), -1).any(dim=1)
     terms = {"cls": classification_loss(logits, labels)}
     if positive.any():
-        anchor_c, anchor_k = anchor_centres[positive], anchor_coefficients[positive]
-        target_c, target_k = target_centres[positive], target_coefficients[positive]
-        centre_goal, fourier_goal = anchor_math.encode_offsets(target_c, target_k, anchor_c, anchor_k)
-        centre_offsets, fourier_offsets = predicted_centre_offsets[positive], predicted_fourier_offsets[positive]
-        terms["loc"] = F.smooth_l1_loss(centre_offsets, centre_goal.to(centre_offsets.dtype))
-        terms["fourier"] = F.smooth_l1_loss(fourier_offsets, fourier_goal.to(fourier_offsets.dtype))
-        centre, coefficients = anchor_math.decode_offsets(centre_offsets, fourier_offsets, anchor_c, anchor_k)
-        points = fourier.decode(centre, coefficients, num_points)
-        target_points = fourier.decode(target_c, target_k, num_points).to(points.dtype)
-        terms["contour"] = contour_loss(points, centre, target_points, target_c.to(points.dtype))
+        terms.update(regression_loss(predicted_centre_offsets[positive], predicted_fourier_offsets[positive],
+                                     anchor_centres[positive], anchor_coefficients[positive],
+                                     target_centres[positive], target_coefficients[positive], num_points))
     else:
         zero = (predicted_centre_offsets.sum() + predicted_fourier_offsets.sum()) * 0
         terms.update(loc=zero, fourier=zero, contour=zero)

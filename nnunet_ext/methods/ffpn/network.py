@@ -23,6 +23,7 @@ from torch import nn
 
 from . import anchors as anchor_math
 from . import fourier
+from .csr import DEFAULT_PROPOSALS, CSRHead, merge_proposals
 
 # Backbone presets: (torchvision constructor name, FPN width). "tiny" keeps CPU tests in milliseconds.
 PRESETS = {"resnet18": ("resnet18", 128), "resnet50": ("resnet50", 256), "tiny": ("resnet18", 32)}
@@ -68,12 +69,13 @@ class FFPN(nn.Module):
         input_size: the square network input (416 in the paper); inputs are resized to it.
         preset: backbone/FPN size, a key of :data:`PRESETS`.
         num_points: contour points ``T`` for decoding.
+        refine: add the CSR module (FFPN-R, :mod:`..csr`) on the concatenated Fourier pyramid.
     """
 
     stride = 8  # P3's stride: the grid all levels are aligned to
 
     def __init__(self, in_channels: int, num_classes: int, anchor_fractions, input_size: int = 416,
-                 preset: str = "resnet18", num_points: int = 64):
+                 preset: str = "resnet18", num_points: int = 64, refine: bool = False):
         super().__init__()
         import torchvision
 
@@ -98,6 +100,7 @@ class FFPN(nn.Module):
         # heads[0] sits on P1 (coarsest) and predicts the lowest harmonics
         self.heads = nn.ModuleList(
             LevelHead(width, len(anchor_fractions), len(harmonics), self.num_classes) for harmonics in self.split)
+        self.csr = CSRHead(3 * width, order, self.stride) if refine else None
         # set by nnU-Net's set_deep_supervision_enabled; FFPN has a single output either way
         self.decoder = nn.Module()
         self.decoder.deep_supervision = False
@@ -108,7 +111,8 @@ class FFPN(nn.Module):
     def forward_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw outputs on P3's grid (input already at ``input_size``).
 
-        Returns ``fourier (B, A, N, 4, H, W)`` offsets, ``location (B, A, 2, H, W)``, ``logits (B, A, C, H, W)``.
+        Returns ``fourier (B, A, N, 4, H, W)`` offsets, ``location (B, A, 2, H, W)``, ``logits (B, A, C, H, W)``
+        and, with CSR, ``refine_features (B, 3 * width, H, W)`` (the Fourier pyramid concatenated, Sec. 2.2).
         """
         features = self.stem(x)
         pyramid = {}
@@ -121,8 +125,11 @@ class FFPN(nn.Module):
         fourier_parts, locations, scores = zip(*(head(level) for head, level in zip(self.heads, levels)))
         batch, num_anchors = x.shape[0], len(self.anchor_fractions)
         fourier_offsets = torch.cat(fourier_parts, dim=2).view(batch, num_anchors, -1, 4, *grid)
-        return {"fourier": fourier_offsets, "location": torch.stack(locations).mean(0),
+        maps = {"fourier": fourier_offsets, "location": torch.stack(locations).mean(0),
                 "logits": torch.stack(scores).mean(0)}
+        if self.csr is not None:
+            maps["refine_features"] = torch.cat(levels, dim=1)
+        return maps
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]
@@ -132,26 +139,50 @@ class FFPN(nn.Module):
             return maps
         return self.label_logits(maps, size)
 
-    def decode_best(self, maps: dict[str, torch.Tensor]):
-        """Per image and class, the highest-scoring anchor's contour (network-input pixels) and its score.
+    def decode_top(self, maps: dict[str, torch.Tensor], count: int = 1):
+        """Per image and class, the ``count`` highest-scoring anchors' contours (network pixels).
 
-        Returns ``points (B, C, T, 2)`` and ``scores (B, C)`` (sigmoid probabilities).
+        Returns ``centres (B, C, n, 2)``, ``coefficients (B, C, n, N, 4)``, ``scores (B, C, n)`` (sigmoid).
         """
         fourier_offsets, location, logits = maps["fourier"], maps["location"], maps["logits"]
         batch, num_anchors, _, height, width = location.shape
         flat_logits = logits.permute(0, 2, 1, 3, 4).reshape(batch, self.num_classes, -1)  # (B, C, A*H*W)
-        best = flat_logits.argmax(-1)  # (B, C)
+        top_logits, best = flat_logits.topk(min(count, flat_logits.shape[-1]), dim=-1)  # (B, C, n)
         anchor_index, cell = best // (height * width), best % (height * width)
         centres = anchor_math.grid_centres(height, width, self.stride).to(location)  # (H*W, 2)
         anchors_px = self.anchors_in_pixels().to(location)
-        b = torch.arange(batch, device=location.device)[:, None].expand_as(best)
+        b = torch.arange(batch, device=location.device)[:, None, None].expand_as(best)
         row, col = cell // width, cell % width
-        centre_offsets = location[b, anchor_index, :, row, col]  # (B, C, 2)
-        coefficient_offsets = fourier_offsets[b, anchor_index, :, :, row, col]  # (B, C, N, 4)
+        centre_offsets = location[b, anchor_index, :, row, col]  # (B, C, n, 2)
+        coefficient_offsets = fourier_offsets[b, anchor_index, :, :, row, col]  # (B, C, n, N, 4)
         centre, coefficients = anchor_math.decode_offsets(
             centre_offsets, coefficient_offsets, centres[cell], anchors_px[anchor_index])
-        points = fourier.decode(centre, coefficients, self.num_points)
-        return points, torch.sigmoid(flat_logits.gather(-1, best[..., None])[..., 0])
+        return centre, coefficients, torch.sigmoid(top_logits)
+
+    def refined_contours(self, maps: dict[str, torch.Tensor]):
+        """FFPN-R: per image and class, CSR applied to the merged top-n proposals. Returns ``(centres (B, C, 2),
+        coefficients (B, C, N, 4))``."""
+        centres, coefficients, scores = self.decode_top(maps, DEFAULT_PROPOSALS)
+        batch, classes = scores.shape[:2]
+        merged = [merge_proposals(centres[b, c], coefficients[b, c], scores[b, c], num_points=self.num_points)
+                  for b in range(batch) for c in range(classes)]
+        merged_centres = torch.stack([m[0] for m in merged])
+        merged_coefficients = torch.stack([m[1] for m in merged])
+        image_index = torch.arange(batch, device=scores.device).repeat_interleave(classes)
+        offsets = self.csr(maps["refine_features"], image_index, merged_centres, merged_coefficients)
+        centre, coefficient = anchor_math.decode_offsets(*offsets, merged_centres, merged_coefficients)
+        return centre.view(batch, classes, 2), coefficient.view(batch, classes, *coefficient.shape[1:])
+
+    def decode_best(self, maps: dict[str, torch.Tensor]):
+        """Per image and class the final contour: the top proposal (FFPN) or its CSR refinement (FFPN-R).
+
+        Returns ``points (B, C, T, 2)`` and ``scores (B, C)`` (the top proposal's probability).
+        """
+        centres, coefficients, scores = self.decode_top(maps, 1)
+        centre, coefficient = centres[:, :, 0], coefficients[:, :, 0]
+        if self.csr is not None:
+            centre, coefficient = self.refined_contours(maps)
+        return fourier.decode(centre, coefficient, self.num_points), scores[..., 0]
 
     def label_logits(self, maps: dict[str, torch.Tensor], size) -> torch.Tensor:
         points, scores = self.decode_best(maps)

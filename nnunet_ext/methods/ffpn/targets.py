@@ -18,7 +18,8 @@ import torch
 
 from . import anchors as anchor_math
 from . import fourier
-from .losses import ffpn_loss
+from .csr import DEFAULT_PROPOSALS, merge_proposals
+from .losses import ffpn_loss, regression_loss
 
 
 @dataclass
@@ -97,3 +98,38 @@ def batch_loss(maps: dict[str, torch.Tensor], labels: torch.Tensor, anchors_px: 
         target_coefficients=flat(target_coefficients, order, 4),
         num_points=num_points,
     )
+
+
+def csr_loss(network, maps: dict[str, torch.Tensor], labels: torch.Tensor, num_points: int = 64) -> torch.Tensor:
+    """CSR's ``L_Loc + L_Fou + L_Con`` (Sec. 2.2) over every ground-truth object of the batch.
+
+    The anchor of each object is ``M_c``, the merged top-n proposals of its class. Proposals are detached: CSR learns
+    to refine what FFPN proposes, and FFPN keeps learning from Eq. 3 alone. Without objects the loss is a zero that
+    still touches the CSR parameters (DDP expects every parameter in the graph).
+    """
+    batch, _, height, width = labels.shape
+    input_size = network.input_size
+    with torch.no_grad():
+        centres, coefficients, scores = network.decode_top(
+            {k: maps[k].detach().float() for k in ("fourier", "location", "logits")}, DEFAULT_PROPOSALS)
+    merged_centres, merged_coefficients, goal_centres, goal_coefficients, image_index = [], [], [], [], []
+    for image in range(batch):
+        targets = image_targets(labels[image, 0].cpu().numpy(), network.num_classes, coefficients.shape[-2],
+                                (input_size / width, input_size / height))
+        for centre, coefficient, cls in zip(targets.centres, targets.coefficients, targets.classes):
+            merged = merge_proposals(centres[image, cls], coefficients[image, cls], scores[image, cls],
+                                     num_points=num_points)
+            merged_centres.append(merged[0])
+            merged_coefficients.append(merged[1])
+            goal_centres.append(torch.as_tensor(centre))
+            goal_coefficients.append(torch.as_tensor(coefficient))
+            image_index.append(image)
+    features = maps["refine_features"].float()
+    untouched = features.sum() * 0 + sum(p.sum() for p in network.csr.parameters()) * 0
+    if not merged_centres:
+        return untouched
+    merged_c, merged_k = torch.stack(merged_centres), torch.stack(merged_coefficients)
+    offsets = network.csr(features, torch.tensor(image_index, device=features.device), merged_c, merged_k)
+    terms = regression_loss(*offsets, merged_c, merged_k, torch.stack(goal_centres).to(merged_c),
+                            torch.stack(goal_coefficients).to(merged_k), num_points)
+    return terms["loc"] + terms["fourier"] + terms["contour"] + untouched

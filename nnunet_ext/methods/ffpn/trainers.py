@@ -25,7 +25,7 @@ from nnunet_ext.training.base import ExtTrainerBase
 from . import anchors as anchor_math
 from . import fourier
 from .network import FFPN
-from .targets import batch_loss, image_targets
+from .targets import batch_loss, csr_loss, image_targets
 
 MAX_ANCHOR_SLICES = 2000  # k-means sample cap: a 3D dataset trained in 2d has many slices
 
@@ -38,6 +38,7 @@ class FFPNTrainer(ExtTrainerBase):
     harmonics: int = fourier.DEFAULT_ORDER
     num_anchors: int = anchor_math.DEFAULT_NUM_ANCHORS
     num_points: int = 64            # contour points for decoding and the contour loss
+    refine: bool = False            # CSR (FFPN-R)
     initial_lr_default = 1e-3
     supported_configurations = ("2d",)
     conformance_overrides = {"input_size": 64, "preset": "tiny"}
@@ -56,7 +57,7 @@ class FFPNTrainer(ExtTrainerBase):
         # Placeholder anchors of the right shape: training fills them, prediction loads them from the checkpoint.
         placeholder = np.zeros((cls.num_anchors, cls.harmonics, 4))
         return FFPN(num_input_channels, num_output_channels - 1, placeholder, input_size=cls.input_size,
-                    preset=cls.preset, num_points=cls.num_points)
+                    preset=cls.preset, num_points=cls.num_points, refine=cls.refine)
 
     def initialize(self):
         if not self.was_initialized:
@@ -120,7 +121,10 @@ class FFPNTrainer(ExtTrainerBase):
 
     def compute_loss(self, maps: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         network = self.network_module
-        return batch_loss(maps, labels, network.anchors_in_pixels(), network.stride, self.num_points)["total"]
+        loss = batch_loss(maps, labels, network.anchors_in_pixels(), network.stride, self.num_points)["total"]
+        if network.csr is not None:
+            loss = loss + csr_loss(network, maps, labels, self.num_points)
+        return loss
 
     @staticmethod
     def _labels(batch: dict) -> torch.Tensor:
@@ -162,3 +166,15 @@ class FFPNTrainer_tiny(FFPNTrainer):
     input_size = 64
     preset = "tiny"
     conformance_overrides = {}
+
+
+class FFPNRTrainer(FFPNTrainer):
+    """FFPN-R: FFPN plus Contour Sampling Refinement (Table 1 row "FFPN-R"), trained jointly with Eq. 3 + CSR loss."""
+
+    refine = True
+
+
+class FFPNRTrainer_tiny(FFPNTrainer_tiny):
+    """CPU-sized FFPN-R for tests."""
+
+    refine = True

@@ -1,6 +1,7 @@
-"""FFPN through nnU-Net's real commands on a tiny ultrasound_2d cardiac phantom (CPU; three classes, the LV cavity
-inside the myocardium ring): nnUNetv2_train -tr FFPNTrainer_tiny on folds 0 and 1, nnUNetv2_predict with the 2-fold
-ensemble. The one-class fetal-head case runs through the same code with C = 1."""
+"""FFPN and FFPN-R through nnU-Net's real commands on a tiny ultrasound_2d cardiac phantom (CPU; three classes, the
+LV cavity inside the myocardium ring): nnUNetv2_train -tr FFPNTrainer_tiny and -tr FFPNRTrainer_tiny (fold 0),
+nnUNetv2_predict --save_probabilities for each, and nnUNetv2_ensemble of the two, the path nnU-Net users take to
+ensemble folds or models. The one-class fetal-head case runs through the same code with C = 1."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,8 @@ from nnunet_ext.imageio import read_image
 from tests.conftest import nnunet_bin as _bin, run_command as _run
 
 pytestmark = pytest.mark.slow
-SCENES = {"cardiac": 332}
+DATASET = 332
+TRAINERS = ("FFPNTrainer_tiny", "FFPNRTrainer_tiny")
 
 
 @pytest.fixture(scope="module")
@@ -26,39 +28,34 @@ def ffpn_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ffpn")
     env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
            "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1"}
-    raw = {}
-    for scene, dataset_id in SCENES.items():
-        (raw[scene],) = synthesize("ultrasound_2d", dataset_id, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
-                                   options={"shape": (48, 64), "scene": scene})
-    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", *SCENES.values(), "-c", "2d", "-np", 1, "-npfp", 1], env, root)
-    for dataset_id in SCENES.values():
-        for fold in (0, 1):
-            _run([_bin("nnUNetv2_train"), dataset_id, "2d", fold, "-tr", "FFPNTrainer_tiny", "-device", "cpu"],
-                 env, root)
+    (raw,) = synthesize("ultrasound_2d", DATASET, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
+                        options={"shape": (48, 64), "scene": "cardiac"})
+    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", DATASET, "-c", "2d", "-np", 1, "-npfp", 1], env, root)
+    for trainer in TRAINERS:
+        _run([_bin("nnUNetv2_train"), DATASET, "2d", 0, "-tr", trainer, "-device", "cpu"], env, root)
+        _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", root / trainer, "-d", DATASET, "-c", "2d",
+              "-f", 0, "-tr", trainer, "-device", "cpu", "-npp", 1, "-nps", 1, "--save_probabilities"], env, root)
+    _run([_bin("nnUNetv2_ensemble"), "-i", *(root / t for t in TRAINERS), "-o", root / "ensemble", "-np", 1],
+         env, root)
     return {"env": env, "root": root, "raw": raw}
 
 
-@pytest.mark.parametrize("scene", sorted(SCENES))
-def test_anchors_are_fitted_on_the_fold_and_stored_in_the_checkpoint(ffpn_run, scene):
-    fold = next(Path(ffpn_run["env"]["nnUNet_results"]).glob(
-        f"Dataset{SCENES[scene]}_*/FFPNTrainer_tiny__nnUNetPlans__2d/fold_0"))
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_anchors_are_fitted_on_the_fold_and_stored_in_the_checkpoint(ffpn_run, trainer):
+    fold = next(Path(ffpn_run["env"]["nnUNet_results"]).glob(f"Dataset{DATASET}_*/{trainer}__nnUNetPlans__2d/fold_0"))
     stored = json.loads((fold / "ffpn_anchors.json").read_text())
     weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
     np.testing.assert_allclose(weights["anchor_fractions"].numpy(), stored["fractions_of_input_size"], rtol=1e-6)
     assert np.abs(weights["anchor_fractions"].numpy()).max() > 0.01  # fitted, not the zero placeholder
+    assert any(key.startswith("csr.") for key in weights) == (trainer == "FFPNRTrainer_tiny")
 
 
-@pytest.mark.parametrize("scene", sorted(SCENES))
-def test_fold_ensemble_prediction_writes_label_maps_of_the_input_geometry(ffpn_run, tmp_path, scene):
-    """``nnUNetv2_predict -f 0 1``: each fold's network, then nnU-Net's averaging (a single fold is the same path)."""
-    folds = ["0", "1"]
-    raw = ffpn_run["raw"][scene]
+@pytest.mark.parametrize("output", [*TRAINERS, "ensemble"])
+def test_predictions_and_their_ensemble_are_label_maps_of_the_input_geometry(ffpn_run, output):
+    raw = ffpn_run["raw"]
     labels = set(json.loads((raw / "dataset.json").read_text())["labels"].values())
-    _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", tmp_path / "pred", "-d", SCENES[scene], "-c", "2d",
-          "-f", *folds, "-tr", "FFPNTrainer_tiny", "-device", "cpu", "-npp", 1, "-nps", 1],
-         ffpn_run["env"], tmp_path)
     for reference_path in sorted((raw / "labelsTs").iterdir()):
-        prediction, prediction_geometry = read_image(tmp_path / "pred" / reference_path.name)
+        prediction, prediction_geometry = read_image(ffpn_run["root"] / output / reference_path.name)
         reference, reference_geometry = read_image(reference_path)
         assert prediction.shape == reference.shape
         np.testing.assert_allclose(prediction_geometry, reference_geometry)
