@@ -8,14 +8,15 @@ import pytest
 from nnunet_ext.cli import main
 from nnunet_ext.convert import available_converters
 
-CONVERTERS = ["breast_mri_nact_pilot", "dce_nifti_folder"]
+CONVERTERS = ["breast_mri_nact_pilot", "dce_nifti_folder", "hc18"]
 
 
-def test_both_converters_are_found_with_their_docstring_line():
+def test_every_converter_is_found_with_its_docstring_line():
     converters = available_converters()
     assert list(converters) == CONVERTERS
     assert converters["breast_mri_nact_pilot"].startswith("Convert TCIA Breast-MRI-NACT-Pilot (DICOM)")
     assert converters["dce_nifti_folder"].startswith("Convert a folder of DCE-MRI NIfTI files")
+    assert converters["hc18"].startswith("Convert the HC18 fetal-head ultrasound challenge data")
 
 
 @pytest.mark.parametrize("argv", [["convert"], ["convert", "-h"]])
@@ -42,7 +43,7 @@ def test_listing_imports_no_converter():
 def test_unknown_converter_lists_the_choices(capsys):
     assert main(["convert", "kits23", "-i", "x"]) == 2
     assert capsys.readouterr().err.strip() == ("nnunet-ext convert: error: unknown converter 'kits23' (choose from "
-                                               "breast_mri_nact_pilot, dce_nifti_folder)")
+                                               "breast_mri_nact_pilot, dce_nifti_folder, hc18)")
 
 
 def test_converter_help_shows_its_own_options(capsys):

@@ -9,6 +9,8 @@ Environment variables (read when the trainer is created, logged in the training 
   ``CUBLAS_WORKSPACE_CONFIG=:4096:8``) and augmentation in the main process |
 | ``nnUNet_ext_epochs`` / ``nnUNet_ext_iters`` / ``nnUNet_ext_val_iters`` | override the schedule (benchmarks give every
   model the same budget this way) |
+| ``nnUNet_ext_skip_final_validation=1`` | skip nnU-Net's prediction of the validation cases after training (integration
+  tests that predict their own test cases save its worker start-up; ``nnUNetv2_find_best_configuration`` needs it) |
 
 Trainers that override ``train_step`` call :meth:`ExtTrainerBase.backward_and_step` (nnU-Net's GradScaler logic) and
 reach submodules through :attr:`ExtTrainerBase.network_module` (unwraps DDP and ``torch.compile``), so they stay
@@ -124,6 +126,12 @@ class ExtTrainerBase(nnUNetTrainer):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
             self.optimizer.step()
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        if os.environ.get("nnUNet_ext_skip_final_validation", "0").lower() in ("1", "true", "t"):
+            self.print_to_log_file("nnunet-ext: final validation skipped (nnUNet_ext_skip_final_validation=1)")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     def get_dataloaders(self):
         if not self.deterministic:

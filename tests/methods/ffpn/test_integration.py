@@ -27,7 +27,7 @@ def ffpn_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ffpn")
     env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1"}
+           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
     (raw,) = synthesize("ultrasound_2d", DATASET, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
                         options={"shape": (48, 64), "scene": "cardiac"})
     _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", DATASET, "-c", "2d", "-np", 1, "-npfp", 1], env, root)
@@ -48,6 +48,9 @@ def test_anchors_are_fitted_on_the_fold_and_stored_in_the_checkpoint(ffpn_run, t
     np.testing.assert_allclose(weights["anchor_fractions"].numpy(), stored["fractions_of_input_size"], rtol=1e-6)
     assert np.abs(weights["anchor_fractions"].numpy()).max() > 0.01  # fitted, not the zero placeholder
     assert any(key.startswith("csr.") for key in weights) == (trainer == "FFPNRTrainer_tiny")
+    # nnUNet_ext_skip_final_validation: the predictions below are the test; nnU-Net's validation run is skipped
+    assert not (fold / "validation").exists()
+    assert "final validation skipped" in next(fold.glob("training_log_*.txt")).read_text()
 
 
 @pytest.mark.parametrize("output", [*TRAINERS, "ensemble"])
