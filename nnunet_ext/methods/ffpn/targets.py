@@ -55,9 +55,17 @@ def image_targets(label: np.ndarray, num_classes: int, order: int, scale_xy) -> 
                         np.asarray(classes, dtype=np.int64))
 
 
-def batch_loss(maps: dict[str, torch.Tensor], labels: torch.Tensor, anchors_px: torch.Tensor, stride: int,
+def batch_targets(labels: torch.Tensor, num_classes: int, order: int, input_size: int) -> list[ImageTargets]:
+    """:func:`image_targets` of every patch of ``labels (B, 1, H, W)`` (computed once per training step and shared
+    by the FFPN and CSR losses: contour extraction runs on the CPU)."""
+    scale = (input_size / labels.shape[-1], input_size / labels.shape[-2])
+    return [image_targets(label[0], num_classes, order, scale) for label in labels.cpu().numpy()]
+
+
+def batch_loss(maps: dict[str, torch.Tensor], targets: list[ImageTargets], anchors_px: torch.Tensor, stride: int,
                num_points: int = 64) -> dict[str, torch.Tensor]:
-    """Eq. 3 over a batch: targets from ``labels (B, 1, H, W)``, anchors assigned per image, all anchors flattened.
+    """Eq. 3 over a batch: the images' targets (:func:`batch_targets`), anchors assigned per image, all anchors
+    flattened.
 
     Per (location, anchor): positive -> class vector one-hot on the matched object's class; negative -> all zeros;
     ignored -> excluded from ``L_Cls``.
@@ -65,26 +73,22 @@ def batch_loss(maps: dict[str, torch.Tensor], labels: torch.Tensor, anchors_px: 
     fourier_maps, location, logits = (maps[k].float() for k in ("fourier", "location", "logits"))
     batch, num_anchors, _, height, width = location.shape
     num_classes, order = logits.shape[2], fourier_maps.shape[2]
-    input_size = height * stride
     locations = anchor_math.grid_centres(height, width, stride)  # (L, 2), row-major like the maps' (h, w)
     anchors_px = anchors_px.double().cpu()
     cells = height * width
     class_labels = torch.zeros(batch, cells, num_anchors, num_classes)
     target_centres = torch.zeros(batch, cells, num_anchors, 2, dtype=torch.float64)
     target_coefficients = torch.zeros(batch, cells, num_anchors, order, 4, dtype=torch.float64)
-    for image in range(batch):
-        targets = image_targets(labels[image, 0].cpu().numpy(), num_classes, order,
-                                (input_size / labels.shape[-1], input_size / labels.shape[-2]))
-        matched, _ = anchor_math.assign_anchors(
-            locations, anchors_px, torch.from_numpy(targets.centres), torch.from_numpy(targets.coefficients),
-            num_points)
+    for image, image_objects in enumerate(targets):
+        centres, coefficients = torch.from_numpy(image_objects.centres), torch.from_numpy(image_objects.coefficients)
+        matched, _ = anchor_math.assign_anchors(locations, anchors_px, centres, coefficients, num_points)
         class_labels[image][matched == anchor_math.IGNORE] = -1
         positive = matched >= 0
         if positive.any():
             index = matched[positive]
-            target_centres[image][positive] = torch.from_numpy(targets.centres)[index]
-            target_coefficients[image][positive] = torch.from_numpy(targets.coefficients)[index]
-            class_labels[image][positive, torch.from_numpy(targets.classes)[index]] = 1
+            target_centres[image][positive] = centres[index]
+            target_coefficients[image][positive] = coefficients[index]
+            class_labels[image][positive, torch.from_numpy(image_objects.classes)[index]] = 1
     device = location.device
     flat = lambda tensor, *tail: tensor.reshape(-1, *tail).to(device)  # noqa: E731
     return ffpn_loss(
@@ -100,23 +104,20 @@ def batch_loss(maps: dict[str, torch.Tensor], labels: torch.Tensor, anchors_px: 
     )
 
 
-def csr_loss(network, maps: dict[str, torch.Tensor], labels: torch.Tensor, num_points: int = 64) -> torch.Tensor:
+def csr_loss(network, maps: dict[str, torch.Tensor], targets: list[ImageTargets], num_points: int = 64
+             ) -> torch.Tensor:
     """CSR's ``L_Loc + L_Fou + L_Con`` (Sec. 2.2) over every ground-truth object of the batch.
 
     The anchor of each object is ``M_c``, the merged top-n proposals of its class. Proposals are detached: CSR learns
     to refine what FFPN proposes, and FFPN keeps learning from Eq. 3 alone. Without objects the loss is a zero that
     still touches the CSR parameters (DDP expects every parameter in the graph).
     """
-    batch, _, height, width = labels.shape
-    input_size = network.input_size
     with torch.no_grad():
         centres, coefficients, scores = network.decode_top(
             {k: maps[k].detach().float() for k in ("fourier", "location", "logits")}, DEFAULT_PROPOSALS)
     merged_centres, merged_coefficients, goal_centres, goal_coefficients, image_index = [], [], [], [], []
-    for image in range(batch):
-        targets = image_targets(labels[image, 0].cpu().numpy(), network.num_classes, coefficients.shape[-2],
-                                (input_size / width, input_size / height))
-        for centre, coefficient, cls in zip(targets.centres, targets.coefficients, targets.classes):
+    for image, image_objects in enumerate(targets):
+        for centre, coefficient, cls in zip(image_objects.centres, image_objects.coefficients, image_objects.classes):
             merged = merge_proposals(centres[image, cls], coefficients[image, cls], scores[image, cls],
                                      num_points=num_points)
             merged_centres.append(merged[0])

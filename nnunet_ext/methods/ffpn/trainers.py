@@ -25,7 +25,7 @@ from nnunet_ext.training.base import ExtTrainerBase
 from . import anchors as anchor_math
 from . import fourier
 from .network import FFPN
-from .targets import batch_loss, csr_loss, image_targets
+from .targets import batch_loss, batch_targets, csr_loss, image_targets
 
 MAX_ANCHOR_SLICES = 2000  # k-means sample cap: a 3D dataset trained in 2d has many slices
 
@@ -121,9 +121,10 @@ class FFPNTrainer(ExtTrainerBase):
 
     def compute_loss(self, maps: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         network = self.network_module
-        loss = batch_loss(maps, labels, network.anchors_in_pixels(), network.stride, self.num_points)["total"]
+        targets = batch_targets(labels, network.num_classes, self.harmonics, network.input_size)
+        loss = batch_loss(maps, targets, network.anchors_in_pixels(), network.stride, self.num_points)["total"]
         if network.csr is not None:
-            loss = loss + csr_loss(network, maps, labels, self.num_points)
+            loss = loss + csr_loss(network, maps, targets, self.num_points)
         return loss
 
     @staticmethod

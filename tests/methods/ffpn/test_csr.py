@@ -88,12 +88,12 @@ def test_refined_eval_output_is_a_label_map():
 def test_csr_loss_is_zero_without_objects_and_trains_the_head_with_them():
     net = _refining_net().train()
     maps = net(torch.randn(2, 1, 32, 32))
-    empty = targets.csr_loss(net, maps, torch.zeros(2, 1, 32, 32))
+    empty = targets.csr_loss(net, maps, targets.batch_targets(torch.zeros(2, 1, 32, 32), 2, 7, 64))
     assert empty.item() == 0
     labels = torch.zeros(2, 1, 32, 32)
     labels[0, 0, 8:20, 10:24] = 1
     labels[1, 0, 12:28, 4:20] = 2
-    loss = targets.csr_loss(net, maps, labels)
+    loss = targets.csr_loss(net, maps, targets.batch_targets(labels, 2, 7, 64))
     loss.backward()
     assert loss.item() > 0 and net.csr.mlp[-1].weight.grad.abs().sum() > 0
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in net.heads.parameters())  # proposals detached

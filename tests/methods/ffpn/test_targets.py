@@ -45,8 +45,8 @@ def test_empty_patch_has_no_targets_and_gives_only_negatives():
     assert result.centres.shape == (0, 2) and result.coefficients.shape == (0, 7, 4)
     torch.manual_seed(0)
     net = network.FFPN(1, 2, np.full((2, 7, 4), 0.1), input_size=64, preset="tiny").train()
-    terms = targets.batch_loss(net(torch.randn(2, 1, 32, 32)), torch.zeros(2, 1, 32, 32), net.anchors_in_pixels(),
-                               net.stride)
+    empty = targets.batch_targets(torch.zeros(2, 1, 32, 32), 2, 7, 64)
+    terms = targets.batch_loss(net(torch.randn(2, 1, 32, 32)), empty, net.anchors_in_pixels(), net.stride)
     assert terms["loc"].item() == terms["contour"].item() == 0 and terms["cls"].item() > 0
 
 
@@ -63,10 +63,11 @@ def test_overfits_one_image_through_the_full_loss():
     fractions = anchors.fit_anchors(np.concatenate([shapes, shapes * 0.5, shapes * 1.5]), 64, k=3)
     net = network.FFPN(1, 1, fractions, input_size=64, preset="tiny")
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
-    batch, labels = image.repeat(2, 1, 1, 1), label.repeat(2, 1, 1, 1)
+    batch = image.repeat(2, 1, 1, 1)
+    goals = targets.batch_targets(label.repeat(2, 1, 1, 1), 1, 7, 64)
     for _ in range(40):
         optimiser.zero_grad()
-        loss = targets.batch_loss(net.train()(batch), labels, net.anchors_in_pixels(), net.stride)["total"]
+        loss = targets.batch_loss(net.train()(batch), goals, net.anchors_in_pixels(), net.stride)["total"]
         loss.backward()
         optimiser.step()
     with torch.no_grad():
