@@ -30,15 +30,10 @@ def fit_ellipse(mask: np.ndarray) -> tuple[tuple[float, float], tuple[float, flo
     """
     from skimage import measure
 
-    mask = np.asarray(mask) > 0
-    if mask.ndim != 2:
-        raise ValueError(f"head circumference needs a 2D mask, got shape {mask.shape}")
-    components, count = measure.label(mask, return_num=True, connectivity=1)
-    if count == 0:
-        raise ValueError("head circumference: the mask is empty")
-    largest = components == (int(np.argmax(np.bincount(components.ravel())[1:])) + 1)
-    outline = max(measure.find_contours(np.pad(largest, 1).astype(np.float32), 0.5), key=len) - 1
-    model = measure.EllipseModel.from_estimate(outline[:, ::-1])
+    from nnunet_ext.metrics.segmentation import largest_object_outline
+
+    outline = largest_object_outline(mask)
+    model = measure.EllipseModel.from_estimate(outline)
     if not model:
         raise ValueError("head circumference: no ellipse fits the segmented outline")
     return tuple(model.center), tuple(model.axis_lengths), float(model.theta)

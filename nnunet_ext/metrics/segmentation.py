@@ -257,3 +257,25 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: 
 def distance_undefined(metrics: dict) -> bool:
     """True if exactly one of the two masks behind a per-label result was empty (HD95/ASD undefined)."""
     return (metrics["n_ref"] == 0) != (metrics["n_pred"] == 0)
+
+
+def largest_object_outline(mask: np.ndarray) -> np.ndarray:
+    """The outer boundary of the largest 4-connected object of a 2D mask: ``(K, 2)`` ``(x, y)`` points (x = column).
+
+    The boundary is the 0.5 iso-line of the mask (``skimage.measure.find_contours``), which runs through the midpoints
+    between object and background pixel centres, so filling the polygon gives the object back; holes are ignored.
+    The mask is padded so objects touching the border still give a closed line. Raises ValueError for an empty or
+    non-2D mask.
+    """
+    from skimage import measure
+
+    mask = np.asarray(mask) > 0
+    if mask.ndim != 2:
+        raise ValueError(f"a 2D mask is needed, got shape {mask.shape}")
+    components, count = measure.label(mask, return_num=True, connectivity=1)
+    if count == 0:
+        raise ValueError("the mask is empty")
+    largest = components == (int(np.argmax(np.bincount(components.ravel())[1:])) + 1)
+    lines = measure.find_contours(np.pad(largest, 1).astype(np.float32), 0.5)
+    rows_cols = max(lines, key=len)[:-1] - 1  # find_contours repeats the first point to close the line
+    return rows_cols[:, ::-1]

@@ -201,3 +201,20 @@ def test_dice_on_real_brain_pair_matches_documented_reference():
     from nnunet_ext.metrics.segmentation import compute_case_metrics
     ours = compute_case_metrics(a, b, labels, (1.0, 1.0, 1.0))
     assert np.mean([ours[l]["Dice"] for l in labels]) == pytest.approx(np.mean(dice)) == pytest.approx(0.5224, abs=5e-5)
+
+
+def test_largest_object_outline_fills_back_into_the_object():
+    from skimage.draw import polygon2mask
+
+    from nnunet_ext.metrics.segmentation import largest_object_outline
+
+    mask = np.zeros((30, 40), bool)
+    mask[0:12, 5:25] = True  # touches the border: the outline must still close
+    mask[20:23, 30:33] = True  # smaller object: ignored
+    outline = largest_object_outline(mask)
+    assert outline[:, 0].min() >= 4 and outline[:, 0].max() <= 25  # (x, y): x spans the columns
+    assert np.array_equal(polygon2mask(mask.shape, outline[:, ::-1]), mask & (np.arange(30)[:, None] < 15))
+    with pytest.raises(ValueError, match="empty"):
+        largest_object_outline(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="2D mask"):
+        largest_object_outline(np.zeros((2, 4, 4)))

@@ -148,26 +148,13 @@ def harmonic_ellipse_size(coefficients: torch.Tensor | np.ndarray, floor: float 
 
 
 def contour_from_mask(mask: np.ndarray) -> np.ndarray:
-    """The outer boundary of the largest object in a 2D binary mask as ``(K, 2)`` ``(x, y)`` points, canonical.
-
-    The boundary is the 0.5 iso-line of the mask (``skimage.measure.find_contours``), which runs through the midpoints
-    between object and background pixel centres, so :func:`rasterize` of it gives back the mask. Holes are ignored: a
-    ring-shaped class is a difference of two objects, handled by the caller.
+    """The outer boundary of the largest object in a 2D binary mask as ``(K, 2)`` ``(x, y)`` points, canonical
+    (:func:`nnunet_ext.metrics.segmentation.largest_object_outline`, whose polygon :func:`rasterize` fills back into
+    the mask). Holes are ignored: a ring-shaped class is a difference of two objects, handled by the caller.
     """
-    from skimage import measure
+    from nnunet_ext.metrics.segmentation import largest_object_outline
 
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"contour_from_mask takes a 2D mask, got shape {mask.shape}")
-    components, count = measure.label(mask, return_num=True, connectivity=1)
-    if count == 0:
-        raise ValueError("contour_from_mask: the mask is empty")
-    sizes = np.bincount(components.ravel())[1:]
-    largest = components == (int(np.argmax(sizes)) + 1)
-    # Pad so objects touching the border still give a closed iso-line.
-    lines = measure.find_contours(np.pad(largest, 1).astype(np.float32), 0.5)
-    rows_cols = max(lines, key=len)[:-1] - 1  # find_contours repeats the first point to close the line
-    return canonical_contour(rows_cols[:, ::-1])
+    return canonical_contour(largest_object_outline(mask))
 
 
 def rasterize(contour: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -101,9 +101,6 @@ class FFPN(nn.Module):
         self.heads = nn.ModuleList(
             LevelHead(width, len(anchor_fractions), len(harmonics), self.num_classes) for harmonics in self.split)
         self.csr = CSRHead(3 * width, order, self.stride) if refine else None
-        # set by nnU-Net's set_deep_supervision_enabled; FFPN has a single output either way
-        self.decoder = nn.Module()
-        self.decoder.deep_supervision = False
 
     def anchors_in_pixels(self) -> torch.Tensor:
         return self.anchor_fractions * self.input_size

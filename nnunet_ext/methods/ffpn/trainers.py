@@ -60,12 +60,11 @@ class FFPNTrainer(ExtTrainerBase):
                     preset=cls.preset, num_points=cls.num_points, refine=cls.refine)
 
     def initialize(self):
-        if not self.was_initialized:
-            super().initialize()
+        first_time = not self.was_initialized
+        super().initialize()
+        if first_time:
             fractions = self.fit_fold_anchors()
             self.network_module.anchor_fractions.copy_(torch.as_tensor(fractions, dtype=torch.float32))
-        else:
-            super().initialize()
 
     def training_contours(self) -> np.ndarray:
         """Eq. 1 coefficients (network pixels) of every object in the fold's training cases, slice by slice."""
