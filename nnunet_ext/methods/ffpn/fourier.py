@@ -149,17 +149,9 @@ def harmonic_ellipse_size(coefficients: torch.Tensor | np.ndarray, floor: float 
 
 def contour_from_mask(mask: np.ndarray) -> np.ndarray:
     """The outer boundary of the largest object in a 2D binary mask as ``(K, 2)`` ``(x, y)`` points, canonical
-    (:func:`nnunet_ext.metrics.segmentation.largest_object_outline`, whose polygon :func:`rasterize` fills back into
-    the mask). Holes are ignored: a ring-shaped class is a difference of two objects, handled by the caller.
+    (:func:`nnunet_ext.metrics.segmentation.largest_object_outline`, whose polygon fills back into the mask).
+    Holes are ignored: a ring-shaped class is a difference of two objects, handled by the caller.
     """
     from nnunet_ext.metrics.segmentation import largest_object_outline
 
     return canonical_contour(largest_object_outline(mask))
-
-
-def rasterize(contour: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The pixels of an array of ``shape`` whose centres lie inside the closed ``(x, y)`` polygon."""
-    from skimage.draw import polygon2mask
-
-    points = np.asarray(contour, dtype=np.float64)
-    return polygon2mask(tuple(int(s) for s in shape), points[:, ::-1])

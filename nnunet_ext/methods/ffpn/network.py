@@ -156,10 +156,9 @@ class FFPN(nn.Module):
             centre_offsets, coefficient_offsets, centres[cell], anchors_px[anchor_index])
         return centre, coefficients, torch.sigmoid(top_logits)
 
-    def refined_contours(self, maps: dict[str, torch.Tensor]):
-        """FFPN-R: per image and class, CSR applied to the merged top-n proposals. Returns ``(centres (B, C, 2),
-        coefficients (B, C, N, 4))``."""
-        centres, coefficients, scores = self.decode_top(maps, DEFAULT_PROPOSALS)
+    def refined_contours(self, maps: dict[str, torch.Tensor], centres, coefficients, scores):
+        """FFPN-R: per image and class, CSR applied to the merged top-n proposals (:meth:`decode_top`).
+        Returns ``(centres (B, C, 2), coefficients (B, C, N, 4))``."""
         batch, classes = scores.shape[:2]
         merged = [merge_proposals(centres[b, c], coefficients[b, c], scores[b, c], num_points=self.num_points)
                   for b in range(batch) for c in range(classes)]
@@ -175,10 +174,11 @@ class FFPN(nn.Module):
 
         Returns ``points (B, C, T, 2)`` and ``scores (B, C)`` (the top proposal's probability).
         """
-        centres, coefficients, scores = self.decode_top(maps, 1)
+        # the top-n proposals are sorted by score, so their first one is FFPN's answer
+        centres, coefficients, scores = self.decode_top(maps, 1 if self.csr is None else DEFAULT_PROPOSALS)
         centre, coefficient = centres[:, :, 0], coefficients[:, :, 0]
         if self.csr is not None:
-            centre, coefficient = self.refined_contours(maps)
+            centre, coefficient = self.refined_contours(maps, centres, coefficients, scores)
         return fourier.decode(centre, coefficient, self.num_points), scores[..., 0]
 
     def label_logits(self, maps: dict[str, torch.Tensor], size) -> torch.Tensor:
