@@ -12,7 +12,10 @@ Source layout (the Zenodo release, record 1327317, or any subset of it such as `
 
 Each outline is filled (``scipy.ndimage.binary_fill_holes``) into the head mask; an outline cut by the image border is
 closed by the border (:func:`filled_head`); any other outline that does not enclose an area is an error naming the
-file. The pixel size becomes the image spacing, so HD and volumes come out in mm.
+file. The pixel size becomes the image spacing, so HD and volumes come out in mm. ``--downsample F`` averages F x F
+pixel blocks (images; a mask pixel is head where at least half its block is) and multiplies the spacing by F: a
+compute budget for CPUs, recorded in dataset.json (``conversion.downsample``) so that ``nnunet-ext ffpn predict-hc18``
+prepares new images the same way.
 Repeat images of a case share a group (``case_groups`` in dataset.json) so a split can keep them together; the CSV's
 head circumference is kept (``head_circumference_mm``) for the HC18 metric. Source files are only read.
 
@@ -175,6 +178,29 @@ def plan_cases(source: Path, csv_path: str | None = None) -> list[dict]:
     return cases
 
 
+def downsample(array: np.ndarray, factor: int, mask: bool = False) -> np.ndarray:
+    """Mean over ``factor`` x ``factor`` blocks (a trailing partial block is dropped); a mask keeps pixels whose block
+    is at least half foreground."""
+    if factor == 1:
+        return array
+    from skimage.measure import block_reduce
+
+    height, width = (n - n % factor for n in array.shape)
+    means = block_reduce(array[:height, :width].astype(np.float32), (factor, factor), np.mean)
+    return (means >= 0.5).astype(np.uint8) if mask else np.round(means).astype(np.uint8)
+
+
+def check_downsample(factor: int) -> int:
+    if not isinstance(factor, int) or isinstance(factor, bool) or not 1 <= factor <= 8:
+        raise UserInputError(f"--downsample must be an integer in 1..8, got {factor!r}")
+    return factor
+
+
+def write_image(png: Path, pixel_size: float, path: Path, factor: int = 1) -> None:
+    """One HC18 PNG as an nnU-Net image (spacing = pixel size x factor)."""
+    _write(downsample(read_png(png), factor), pixel_size * factor, path)
+
+
 def _write(array: np.ndarray, pixel_size: float, path: Path) -> None:
     import SimpleITK as sitk
 
@@ -184,13 +210,14 @@ def _write(array: np.ndarray, pixel_size: float, path: Path) -> None:
 
 
 def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: str | None = None,
-            overwrite: bool = False, csv_path: str | None = None, progress=None) -> Path:
+            overwrite: bool = False, csv_path: str | None = None, progress=None, downsample_factor: int = 1) -> Path:
     """Python API behind the CLI: write the dataset and return its folder."""
     from nnunet_ext.atomic import atomic_output_dir
     from nnunet_ext.datasets_conversion._common import check_dataset_name, raw_root_from
     from nnunet_ext.synth.base import dataset_folder_name, existing_dataset_with_id
 
     source = Path(source)
+    factor = check_downsample(downsample_factor)
     name = check_dataset_name(name)
     raw_root = Path(raw_root_from(raw))
     folder = raw_root / dataset_folder_name(dataset_id, name)
@@ -205,14 +232,16 @@ def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: 
             (tmp / sub).mkdir()
         for index, case in enumerate(cases, start=1):
             image = read_png(case["image"])
-            _write(image, case["pixel_size_mm"], tmp / f"images{case['split']}" / f"{case['id']}_0000{FILE_ENDING}")
+            spacing = case["pixel_size_mm"] * factor
+            image_path = tmp / f"images{case['split']}" / f"{case['id']}_0000{FILE_ENDING}"
+            _write(downsample(image, factor), spacing, image_path)
             if case["annotation"] is not None:
                 annotation = read_png(case["annotation"])
                 if annotation.shape != image.shape:
                     raise UserInputError(f"annotation {case['annotation']} is {annotation.shape[1]}x"
                                          f"{annotation.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
                 head = filled_head(annotation, case["annotation"]).astype(np.uint8)
-                _write(head, case["pixel_size_mm"], tmp / "labelsTr" / f"{case['id']}{FILE_ENDING}")
+                _write(downsample(head, factor, mask=True), spacing, tmp / "labelsTr" / f"{case['id']}{FILE_ENDING}")
             if progress is not None:
                 progress(f"[{index}/{len(cases)}] {case['image'].name} -> {case['id']} (images{case['split']})")
         training = [c for c in cases if c["split"] == "Tr"]
@@ -225,7 +254,7 @@ def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: 
             "case_groups": {c["id"]: c["group"] for c in training},
             "pixel_size_mm": {c["id"]: c["pixel_size_mm"] for c in cases},
             "head_circumference_mm": {c["id"]: c["head_circumference_mm"] for c in training},
-            "conversion": {"converter": CONVERTER, "source": str(source.resolve()),
+            "conversion": {"converter": CONVERTER, "source": str(source.resolve()), "downsample": factor,
                            "cases": {c["id"]: c["image"].name for c in cases}},
         }
         (tmp / "dataset.json").write_text(json.dumps(dataset, indent=2))
@@ -238,12 +267,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"dataset name (default {DEFAULT_NAME})")
     parser.add_argument("--raw", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
     parser.add_argument("--csv", default=None, help="pixel-size CSV of the training images (default: found in -i)")
+    parser.add_argument("--downsample", type=int, default=1,
+                        help="average F x F pixel blocks, spacing x F (a CPU budget; default 1 = full resolution)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
 
 
 def run(args: argparse.Namespace) -> int:
     folder = convert(args.input, args.dataset_id, name=args.name, raw=args.raw, overwrite=args.overwrite,
-                     csv_path=args.csv, progress=print)
+                     csv_path=args.csv, progress=print, downsample_factor=args.downsample)
     print(f"wrote {folder}")
     return 0
 

@@ -25,6 +25,8 @@ COMMANDS = {
     "evaluate": ("nnunet_ext.metrics.evaluate", "Dice/IoU/PPV/SEN/HD95/ASD of a prediction folder vs references"),
     "demo": ("nnunet_ext.demo", "end-to-end CPU demo: synth -> plan -> train -> predict -> evaluate -> report"),
     "dkm": ("nnunet_ext.methods.dkm.cli", "DKM tools (synthesize-post: post-contrast synthesis from pre-contrast)"),
+    "ffpn": ("nnunet_ext.methods.ffpn.cli",
+             "FFPN tools (predict-hc18: HC18 PNG folder -> masks + head circumferences)"),
     "benchmark": ("nnunet_ext.benchmark.cli", "run a YAML benchmark spec (resumable jobs, local or SLURM) / report"),
     "convert": ("nnunet_ext.convert", "convert a public dataset into nnU-Net raw datasets (list: nnunet-ext convert)"),
 }

@@ -196,7 +196,11 @@ def _acquire(dataset, raw: Path, env: Mapping[str, str], workdir: Path, old: dic
         if not (present and old.get("source_key") == source_key):
             for i in dataset.ids:
                 _remove_ours(raw, i)
-            cmd = [nnunet_command("nnunet-ext"), "convert", dataset.convert, *dataset.args, "-d", str(dataset.id)]
+            from nnunet_ext.provenance import REPOSITORY
+
+            # {repo}: the repository root, so specs can name data beside it (../shared/data)
+            args = [a.replace("{repo}", str(REPOSITORY)) for a in dataset.args]
+            cmd = [nnunet_command("nnunet-ext"), "convert", dataset.convert, *args, "-d", str(dataset.id)]
             if dataset.pre_only_id is not None:
                 cmd += ["--pre_only_id", str(dataset.pre_only_id)]
             log(f"converting dataset {dataset.id}: {' '.join(cmd[1:])}")

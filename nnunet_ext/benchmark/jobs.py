@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -199,7 +200,8 @@ def plan_jobs(spec: Spec, workdir: Path, datasets: dict, device: str, code: dict
                     env.update({schedule[k]: str(v) for k, v in row.schedule.items()})
                     env["nnUNet_results"] = str(job_dir / "nnUNet_results")
                     payload.update(predict=row.predict, dataset_id=row.dataset, dataset_name=info.folder.name,
-                                   trainer=row.trainer,
+                                   trainer=row.trainer, evaluate=row.evaluate, hc18_csv=sub(row.hc18_csv),
+                                   raw_labels=str(info.folder / "labelsTr"),
                                    plans=plans, configuration=row.configuration,
                                    test_images=str(sub(row.test_images) or info.test_images),
                                    test_labels=str(sub(row.test_labels) or info.test_labels))
@@ -339,11 +341,40 @@ def _log_from_message(message: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def _evaluate(payload: dict, job_dir: Path, predictions: Path) -> None:
-    from nnunet_ext.metrics.evaluate import evaluate_folders
+def _evaluate(payload: dict, job_dir: Path, predictions: Path, references: str | Path | None = None) -> dict | None:
+    """Evaluate ``predictions`` (summary.json, per_case.csv in the job folder); with ``hc18_csv``, return the per-case
+    HC18 figures ``{case: {"HC_abs_diff_mm", "HD95_px"}}`` (HD95 in the CSV's original pixels)."""
+    from nnunet_ext.metrics.evaluate import case_name, evaluate_folders
 
-    evaluate_folders(payload["test_labels"], predictions, output_json=job_dir / "summary.json",
-                     output_csv=job_dir / "per_case.csv")
+    summary = evaluate_folders(references or payload["test_labels"], predictions, output_json=job_dir / "summary.json",
+                               output_csv=job_dir / "per_case.csv", hc18_csv=payload.get("hc18_csv"))
+    if not payload.get("hc18_csv"):
+        return None
+    per_case = {}
+    for case in summary["metric_per_case"]:
+        name = case_name(case["prediction_file"])
+        hc = summary["head_circumference"]["per_case"][name]
+        hd95 = [m["HD95"] for label, m in case["metrics"].items() if str(label) != "0"]
+        per_case[name] = {"HC_abs_diff_mm": hc["abs_diff_mm"],
+                          "HD95_px": hd95[0] / hc["pixel_size_mm"] if len(hd95) == 1 else math.nan}
+    return per_case
+
+
+def _validation_references(payload: dict, job_dir: Path, predictions: Path) -> Path:
+    """A folder of links to the raw labels of the fold's validation cases (the predictions' names)."""
+    from nnunet_ext.metrics.evaluate import IMAGE_ENDINGS
+
+    references = job_dir / "validation_references"
+    if references.exists():
+        shutil.rmtree(references)
+    references.mkdir()
+    for prediction in sorted(predictions.iterdir()):
+        if any(prediction.name.endswith(e) for e in IMAGE_ENDINGS):
+            label = Path(payload["raw_labels"]) / prediction.name
+            if not label.is_file():
+                raise RuntimeError(f"validation prediction {prediction.name} has no reference in {label.parent}")
+            (references / prediction.name).symlink_to(label.resolve())
+    return references
 
 
 def _run_train(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
@@ -355,14 +386,23 @@ def _run_train(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
     train_s = time.time() - t
     if not payload.get("predict", True):
         return {"train_seconds": round(train_s, 2)}, None
+    if payload.get("evaluate") == "validation":
+        model = f"{payload['trainer']}__{payload['plans']}__{payload['configuration']}"
+        predictions = Path(env["nnUNet_results"]) / payload["dataset_name"] / model / f"fold_{payload['fold']}" / \
+            "validation"
+        if not predictions.is_dir():
+            raise RuntimeError(f"no validation predictions in {predictions} (was nnU-Net's final validation "
+                               f"skipped?)")
+        per_case = _evaluate(payload, job_dir, predictions, _validation_references(payload, job_dir, predictions))
+        return {"train_seconds": round(train_s, 2)}, per_case
     t = time.time()
     predictions = job_dir / "predictions"
     pipeline.predict(payload["test_images"], predictions, payload["dataset_id"], payload["configuration"],
                      [payload["fold"]], payload["trainer"], payload["plans"], env, job_dir / "predict.log",
                      device=payload["device"])
     predict_s = time.time() - t
-    _evaluate(payload, job_dir, predictions)
-    return {"train_seconds": round(train_s, 2), "predict_seconds": round(predict_s, 2)}, None
+    per_case = _evaluate(payload, job_dir, predictions)
+    return {"train_seconds": round(train_s, 2), "predict_seconds": round(predict_s, 2)}, per_case
 
 
 def _run_ensemble(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
@@ -387,8 +427,7 @@ def _run_ensemble(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
     pipeline.predict(payload["test_images"], predictions, payload["dataset_id"], payload["configuration"], folds,
                      payload["trainer"], payload["plans"], env, job_dir / "predict.log", device=payload["device"])
     predict_s = time.time() - t
-    _evaluate(payload, job_dir, predictions)
-    return {"predict_seconds": round(predict_s, 2)}, None
+    return {"predict_seconds": round(predict_s, 2)}, _evaluate(payload, job_dir, predictions)
 
 
 class CommandFailed(RuntimeError):

@@ -26,14 +26,6 @@ RUN_CASE = "run"     # case name of job-level metrics
 MEAN_LABEL = "mean"  # per-case mean over the foreground labels
 
 
-def _case_name(path: str) -> str:
-    name = Path(path).name
-    for ending in (".nii.gz", ".nii", ".nrrd", ".mha", ".png"):
-        if name.endswith(ending):
-            return name[:-len(ending)]
-    return name
-
-
 def load_study(workdir: str | Path) -> tuple[dict, Spec]:
     path = Path(workdir) / STUDY_FILE
     if not path.is_file():
@@ -71,6 +63,8 @@ def collect_jobs(study: dict, workdir: Path) -> list[dict]:
 
 def per_case_records(jobs: list[dict]) -> list[dict]:
     """Long table of every value: row, seed, fold, case, label, metric, value (NaN = undefined)."""
+    from nnunet_ext.metrics.evaluate import case_name
+
     records = []
     for job in jobs:
         if job["status"] != FINISHED:
@@ -89,7 +83,7 @@ def per_case_records(jobs: list[dict]) -> list[dict]:
         if job["kind"] in ("train", "ensemble") and summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             for case in summary["metric_per_case"]:
-                name = _case_name(case["reference_file"])
+                name = case_name(case["reference_file"])
                 for label, metrics in case["metrics"].items():
                     for metric in METRICS:
                         value = metrics.get(metric)
@@ -531,6 +525,19 @@ def write_plots(spec: Spec, jobs: list[dict], analysis: dict, results: Path, rep
 
 # --- entry -----------------------------------------------------------------------------------------------------------
 
+def nested(summary: dict) -> dict:
+    """Summary keys with dots become nested objects in the JSON: ``hc18_dice.unet`` -> ``{"hc18_dice": {"unet": ..}}``
+    (result files whose issue asks for objects)."""
+    out: dict = {}
+    for key, value in summary.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 def build_report(workdir: str | Path, results: str | Path | None = None, command=None) -> dict:
     """Write the report files of the study in ``workdir``; return the results JSON (as written)."""
     from nnunet_ext.provenance import collect, write_result
@@ -548,7 +555,7 @@ def build_report(workdir: str | Path, results: str | Path | None = None, command
                           for j in jobs if j["status"] == FINISHED})
     commit = job_commits[0] if len(job_commits) == 1 else (job_commits or report_provenance.get("commit"))
     plots = write_plots(spec, jobs, analysis, results, report_provenance, provenance_rows)
-    data = {**summary, "commit": commit, "name": spec.name,
+    data = {**nested(summary), "commit": commit, "name": spec.name,
             "provenance": {"report": report_provenance, "study_invocation": study.get("invocation"),
                            "rows": provenance_rows},
             "rows": {row: {"metrics": analysis["table"].get(row, {}), "paired": {

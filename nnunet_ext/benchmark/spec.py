@@ -85,6 +85,9 @@ class RowSpec:
     json: str | None = None
     timeout_min: float | None = None
     predict: bool = True              # train rows: False = train only (e.g. a prerequisite model such as the DKM DM)
+    evaluate: str = "test"            # train rows: "test" (predict the test images) or "validation" (the fold's
+                                      # nnU-Net validation predictions vs labelsTr: cross-validation)
+    hc18_csv: str | None = None       # train rows: HC18 CSV -> per-case HC_abs_diff_mm and HD95_px
 
 
 @dataclass(frozen=True)
@@ -290,7 +293,8 @@ def _check_id(value: int, path: str) -> None:
 
 _ROW_COMMON = {"label", "kind", "folds", "seeds", "requires", "env"}
 _TRAIN_KEYS = _ROW_COMMON | {"trainer", "dataset", "configuration", "plans", "schedule", "ensemble", "test_images",
-                             "test_labels", "predict"}
+                             "test_labels", "predict", "evaluate", "hc18_csv"}
+EVALUATE_SETS = ("test", "validation")
 _COMMAND_KEYS = _ROW_COMMON | {"command", "setup", "teardown", "cwd", "extract", "json", "timeout_min"}
 
 
@@ -346,6 +350,16 @@ def _row(entry: Any, path: str, defaults: dict) -> RowSpec:
     if entry.get("ensemble") and not predict:
         raise UserInputError(f"{path}.ensemble needs predictions; the row has predict: false")
     ensemble = ensemble and predict
+    evaluate = _get(entry, "evaluate", path, (str,), default="test")
+    if evaluate not in EVALUATE_SETS:
+        raise UserInputError(f"{path}.evaluate must be one of {', '.join(EVALUATE_SETS)}, got '{evaluate}'")
+    if evaluate == "validation":
+        if "all" in folds:
+            raise UserInputError(f"{path}.evaluate: validation needs numbered folds (fold all has no validation "
+                                 f"cases)")
+        if entry.get("ensemble"):
+            raise UserInputError(f"{path}.evaluate: validation rows are cross-validated, not ensembled")
+        ensemble = False
     if entry.get("ensemble") and len(numeric) < 2:
         raise UserInputError(f"{path}.ensemble needs at least two numbered folds, the row has {list(folds)}")
     definition = {**definition, "env": env, "schedule": schedule, "folds": [str(f) for f in folds],
@@ -353,7 +367,8 @@ def _row(entry: Any, path: str, defaults: dict) -> RowSpec:
     return RowSpec(folds=folds, ensemble=ensemble and len(numeric) >= 2, definition=definition, trainer=trainer,
                    dataset=dataset, configuration=definition["configuration"], plans=_get(entry, "plans", path, (str,)),
                    schedule=schedule, test_images=_get(entry, "test_images", path, (str,)),
-                   test_labels=_get(entry, "test_labels", path, (str,)), predict=predict, **common)
+                   test_labels=_get(entry, "test_labels", path, (str,)), predict=predict, evaluate=evaluate,
+                   hc18_csv=_get(entry, "hc18_csv", path, (str,)), **common)
 
 
 _TOP_KEYS = {"name", "description", "datasets", "rows", "folds", "seeds", "metrics", "labels", "baseline",
@@ -505,9 +520,16 @@ def _check_summary(summary: dict, labels: list[str], baseline: str | None, data:
     if not isinstance(summary, dict):
         raise UserInputError(f"summary must be a mapping of result keys to figures, got {type(summary).__name__}")
     out = {}
+    for key in summary:
+        parts = str(key).split(".")
+        if not all(parts):
+            raise UserInputError(f"summary.{key}: empty part in a dotted key (dots nest result objects: a.b)")
+        for i in range(1, len(parts)):
+            if ".".join(parts[:i]) in summary:
+                raise UserInputError(f"summary.{key}: '{'.'.join(parts[:i])}' is both a figure and an object")
     for key, entry in summary.items():
         path = f"summary.{key}"
-        if key == "commit":
+        if key == "commit" or str(key).startswith("commit."):
             raise UserInputError(f"{path}: 'commit' is always written by the harness")
         _check_keys(entry, path, _SUMMARY_KEYS, "a figure: {row, metric, stat}, {spec: path}, {command: CMD} or {stat: n_seeds}")
         if "command" in entry:

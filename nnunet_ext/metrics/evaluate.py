@@ -16,9 +16,10 @@ records the choice under ``distance_penalty``.
 
 ``--hc18_csv CSV`` (an HC18 ``pixel_size_and_HC`` CSV: filename, pixel size (mm), head circumference (mm)) adds the
 HC18 challenge metric under ``head_circumference``: per case the circumference of the ellipse fitted to the
-prediction's foreground (:mod:`nnunet_ext.metrics.head_circumference`), in mm with the CSV's pixel size, and its
-absolute difference from the CSV value. Cases are matched to CSV rows by the converter's names (``hc18_010_2`` <->
-``010_2HC.png``); an empty prediction has no circumference and is counted in ``n_undefined``.
+prediction's foreground (:mod:`nnunet_ext.metrics.head_circumference`), in mm with the prediction's own pixel spacing
+(nnU-Net exports carry the converter's spacing, also for ``--downsample``d datasets; a PNG prediction has none, so the
+CSV's pixel size is used), and its absolute difference from the CSV value. Cases are matched to CSV rows by the
+converter's names (``hc18_010_2`` <-> ``010_2HC.png``); an empty prediction has no circumference and is counted in ``n_undefined``.
 """
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  head circumference: mean absolute difference {hc['mean_abs_diff_mm']:.2f} mm over "
               f"{hc['n_cases'] - hc['n_undefined']} cases ({hc['n_undefined']} empty predictions)")
     return 0
+
+
+def case_name(path: str | Path) -> str:
+    """A file's case id: its name without the image ending (``hc18_001.nii.gz`` -> ``hc18_001``)."""
+    name = Path(path).name
+    return next((name[: -len(e)] for e in IMAGE_ENDINGS if name.endswith(e)), name)
 
 
 def _image_files(folder: Path) -> list[str]:
@@ -211,12 +218,17 @@ def head_circumference_summary(names: Sequence[str], pred_dir: Path, hc18_csv: P
     rows = read_csv(hc18_csv, columns=3)
     per_case = {}
     for name in names:
-        case = next(name[: -len(e)] for e in IMAGE_ENDINGS if name.endswith(e))
+        case = case_name(name)
         png = image_name(case)
         if png not in rows:
             raise UserInputError(f"{hc18_csv} has no row for {png} (case {case})")
         pixel_size, reference = rows[png]
-        prediction, _, _ = _read_label_map(pred_dir / name)
+        prediction, spacing, _ = _read_label_map(pred_dir / name)
+        if not name.endswith(".png"):
+            if not np.isclose(spacing[0], spacing[-1], rtol=1e-4):
+                raise UserInputError(f"{pred_dir / name}: anisotropic pixels {_rounded(spacing)}; the HC18 metric "
+                                     f"needs square pixels")
+            pixel_size = float(spacing[0])
         try:
             measured = head_circumference_mm(np.squeeze(prediction) > 0, pixel_size)
         except ValueError:  # empty prediction, or no ellipse fits it

@@ -2,7 +2,9 @@
 with the plans they write (shared/NNUNET_PLUGIN_NOTES.md)."""
 from __future__ import annotations
 
+import numpy as np
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.preprocessing.resampling.no_resampling import no_resampling_hack
 
 
 class CPUPlanner(ExperimentPlanner):
@@ -18,3 +20,60 @@ class CPUPlanner(ExperimentPlanner):
         self.UNet_base_num_features = 16
         self.UNet_max_features_3d = 128
         self.UNet_max_features_2d = 256
+
+    def plan_experiment(self):
+        plans = super().plan_experiment()
+        from .splits import write_grouped_splits
+
+        write_grouped_splits(self.dataset_name, self.dataset_json)  # only when dataset.json has case_groups
+        return plans
+
+
+class WholeImage2DPlanner(CPUPlanner):
+    """For 2D image datasets whose images each frame one object at their own zoom (HC18, CAMUS, most ultrasound):
+    every image keeps its own pixel grid (nnU-Net's ``no_resampling_hack``; the spacing stays in the images' metadata
+    and in the exported predictions), and the 2d patch covers the largest image, so training patches and inference
+    see whole images. This is the setting of whole-image detectors such as FFPN (their network resizes the patch to
+    its input size) and keeps a U-Net baseline on the same plans comparable. Plans name ``nnUNetPlansWholeImage``;
+    batch size 2; the U-Net is CPUPlanner's."""
+
+    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 2,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetPlansWholeImage",
+                 overwrite_target_spacing=None, suppress_transpose: bool = False):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose)
+
+    def plan_experiment(self):
+        shapes = np.asarray(self.dataset_fingerprint["shapes_after_crop"])
+        if not (shapes[:, 0] == 1).all():
+            raise RuntimeError(f"{type(self).__name__} plans 2D images only ({self.dataset_name} has 3D images); "
+                               f"use CPUPlanner")
+        # nnU-Net reads a 2D image's slice thickness as 999 x its pixel spacing, so with varying pixel sizes some
+        # images would count as 2 slices "after resampling" and a 3d_fullres plan would appear. One thickness for all
+        # keeps every image a single slice (nothing is resampled anyway).
+        spacings = np.asarray(self.dataset_fingerprint["spacings"], dtype=float)
+        spacings[:, 0] = spacings[:, 0].max()
+        self.dataset_fingerprint = {**self.dataset_fingerprint, "spacings": spacings.tolist()}
+        return super().plan_experiment()
+
+    def determine_resampling(self, *args, **kwargs):
+        return no_resampling_hack, {}, no_resampling_hack, {}
+
+    def determine_segmentation_softmax_export_fn(self, *args, **kwargs):
+        return no_resampling_hack, {}
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
+                                    _cache):
+        if len(spacing) != 2:
+            raise RuntimeError(f"{type(self).__name__} plans 2D images only; use CPUPlanner")
+        transpose_forward, _ = self.determine_transpose()
+        largest = np.max(np.asarray(self.dataset_fingerprint["shapes_after_crop"]), 0)[transpose_forward][1:]
+        # a memory target this large never shrinks the patch; the batch size is set below
+        memory_target, self.UNet_vram_target_GB = self.UNet_vram_target_GB, 1e6
+        try:
+            plan = super().get_plans_for_configuration(spacing, largest, data_identifier,
+                                                       approximate_n_voxels_dataset, _cache)
+        finally:
+            self.UNet_vram_target_GB = memory_target
+        plan["batch_size"] = 2
+        return plan

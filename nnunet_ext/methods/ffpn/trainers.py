@@ -178,3 +178,16 @@ class FFPNRTrainer_tiny(FFPNTrainer_tiny):
     """CPU-sized FFPN-R for tests."""
 
     refine = True
+
+
+class FFPNTrainer_cpu(FFPNTrainer):
+    """FFPN with a 224 x 224 network input instead of the paper's 416 x 416, otherwise unchanged: the CPU budget
+    of the HC18 and phantom benchmarks (about 3x cheaper per step on 2 cores)."""
+
+    input_size = 224
+
+
+class FFPNRTrainer_cpu(FFPNTrainer_cpu):
+    """FFPN-R at the CPU-budget input size (224 x 224)."""
+
+    refine = True
