@@ -6,6 +6,8 @@ import numpy as np
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 from nnunetv2.preprocessing.resampling.no_resampling import no_resampling_hack
 
+from nnunet_ext.errors import UserInputError
+
 
 class CPUPlanner(ExperimentPlanner):
     """nnU-Net's default planning with a narrower U-Net (16 base / 128 max features in 3D, 256 in 2D) and a 2 GB
@@ -46,8 +48,8 @@ class WholeImage2DPlanner(CPUPlanner):
     def plan_experiment(self):
         shapes = np.asarray(self.dataset_fingerprint["shapes_after_crop"])
         if not (shapes[:, 0] == 1).all():
-            raise RuntimeError(f"{type(self).__name__} plans 2D images only ({self.dataset_name} has 3D images); "
-                               f"use CPUPlanner")
+            raise UserInputError(f"{type(self).__name__} plans 2D images only ({self.dataset_name} has 3D images); "
+                                 f"use CPUPlanner")
         # nnU-Net reads a 2D image's slice thickness as 999 x its pixel spacing, so with varying pixel sizes some
         # images would count as 2 slices "after resampling" and a 3d_fullres plan would appear. One thickness for all
         # keeps every image a single slice (nothing is resampled anyway).

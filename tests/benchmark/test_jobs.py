@@ -244,3 +244,56 @@ def test_dkm_spec_plans_the_dm_first_and_points_every_sm_at_its_seed(tmp_path):
     analysis = next(j for j in jobs.values() if j.label == "DM enhancement analysis" and j.seed == 2)
     assert "-i " + str(tmp_path / "raw" / "Dataset601_Fake" / "imagesTs") in analysis.payload["command"]
     assert analysis.payload["json"] == str(analysis.dir / "analysis.json")
+
+
+def test_validation_row_scores_the_folds_validation_predictions_with_the_hc18_figures(tmp_path, monkeypatch):
+    """evaluate: validation reads nnU-Net's fold_N/validation against the raw labels of exactly those cases;
+    hc18_csv adds per-case HC_abs_diff_mm (prediction's own spacing) and HD95_px (in the CSV's original pixels)."""
+    import numpy as np
+    from scipy.special import ellipe
+
+    from nnunet_ext import pipeline
+    from nnunet_ext.imageio import write_image
+
+    yy, xx = np.mgrid[:40, :50]
+    ellipse = (((xx - 25) / 10) ** 2 + ((yy - 20) / 8) ** 2 <= 1).astype(np.uint8)
+    raw = tmp_path / "raw" / "Dataset420_HC18"
+    (raw / "labelsTr").mkdir(parents=True)
+    for case in ("hc18_001", "hc18_002", "hc18_003"):  # hc18_003 is a training case of the fold
+        write_image(raw / "labelsTr" / f"{case}.nii.gz", ellipse, (0.4, 0.4))
+    csv_path = tmp_path / "hc.csv"
+    csv_path.write_text("filename,pixel size(mm),head circumference (mm)\n001_HC.png,0.2,20\n002_HC.png,0.2,25\n"
+                        "003_HC.png,0.2,25\n")
+    results = tmp_path / "results"
+    validation = results / "Dataset420_HC18" / "FFPNTrainer__nnUNetPlansWholeImage__2d" / "fold_0" / "validation"
+
+    def fake_train(*args, **kwargs):
+        validation.mkdir(parents=True)
+        write_image(validation / "hc18_001.nii.gz", ellipse, (0.4, 0.4))
+        write_image(validation / "hc18_002.nii.gz", np.roll(ellipse, 2, axis=1), (0.4, 0.4))  # 2 px = 0.8 mm off
+        (validation / "summary.json").write_text("{}")  # nnU-Net's own summary sits beside the predictions
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    payload = {"dataset_id": 420, "dataset_name": raw.name, "configuration": "2d", "fold": 0,
+               "trainer": "FFPNTrainer", "plans": "nnUNetPlansWholeImage", "device": "cpu", "predict": True,
+               "evaluate": "validation", "hc18_csv": str(csv_path), "raw_labels": str(raw / "labelsTr")}
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    metrics, per_case = jobs_module._run_train(payload, job_dir, {"nnUNet_results": str(results)})
+    assert "train_seconds" in metrics and set(per_case) == {"hc18_001", "hc18_002"}
+    perimeter_mm = 4 * 10 * ellipe(1 - (8 / 10) ** 2) * 0.4
+    # with the CSV pixel size (0.2) instead of the image spacing (0.4) the difference would be ~8.7 mm
+    assert per_case["hc18_001"]["HC_abs_diff_mm"] == pytest.approx(abs(perimeter_mm - 20), abs=0.4)
+    assert per_case["hc18_001"]["HD95_px"] == 0.0
+    assert per_case["hc18_002"]["HD95_px"] == pytest.approx(0.8 / 0.2)
+    summary = json.loads((job_dir / "summary.json").read_text().replace("NaN", "null"))
+    assert len(summary["metric_per_case"]) == 2 and summary["foreground_mean"]["Dice"] < 1
+
+
+def test_validation_prediction_without_a_raw_label_fails_the_job(tmp_path):
+    predictions = tmp_path / "validation"
+    predictions.mkdir()
+    (predictions / "case_9.nii.gz").write_bytes(b"x")
+    (tmp_path / "labelsTr").mkdir()
+    with pytest.raises(RuntimeError, match=r"case_9\.nii\.gz has no reference in .*labelsTr"):
+        jobs_module._validation_references({"raw_labels": str(tmp_path / "labelsTr")}, tmp_path, predictions)

@@ -167,3 +167,10 @@ def test_stale_job_is_not_counted(tmp_path):
 def test_report_of_a_folder_that_is_no_study(tmp_path):
     with pytest.raises(UserInputError, match="is not a benchmark workdir"):
         build_report(tmp_path)
+
+
+def test_dotted_summary_keys_become_nested_objects():
+    from nnunet_ext.benchmark.report import nested
+
+    flat = {"hc18_dice.unet": 0.9, "hc18_dice.ffpn": 0.8, "camus.unet.LV": 0.7, "n_jobs": 3}
+    assert nested(flat) == {"hc18_dice": {"unet": 0.9, "ffpn": 0.8}, "camus": {"unet": {"LV": 0.7}}, "n_jobs": 3}

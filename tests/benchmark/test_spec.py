@@ -106,6 +106,10 @@ def test_base_spec_is_valid():
     ("bootstrap", {"confidence": 1.5}, r"^bootstrap\.confidence must be in \(0, 1\)"),
     ("slurm", {"cpus_per_task": "two"}, r"^slurm\.cpus_per_task must be an integer"),
     ("device", "tpu", r"^device must be one of cpu, cuda, mps"),
+    ("rows[0].evaluate", "train", r"^rows\[0\]\.evaluate must be one of test, validation"),
+    ("rows[0].evaluate", "validation", None),  # folds 0 and 1: cross-validation
+    ("rows[1].evaluate", "validation", r"^rows\[1\]\.evaluate: validation rows are cross-validated, not ensembled"),
+    ("rows[0].hc18_csv", 3, r"^rows\[0\]\.hc18_csv must be a string"),
 ])
 def test_bad_spec_is_one_line_naming_the_key(path, value, message):
     data = _set(BASE, path, value)
@@ -149,10 +153,39 @@ def test_missing_spec_file(tmp_path):
         load_spec(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("name", ["dkm", "foundation", "slurm_local"])
+@pytest.mark.parametrize("name", ["dkm", "foundation", "slurm_local", "ffpn"])
 def test_committed_specs_are_valid(name):
     spec = load_spec(SPECS / f"{name}.yaml")
-    assert spec.name == {"dkm": "dkm", "foundation": "demo", "slurm_local": "slurm_local"}[name]
+    assert spec.name == {"dkm": "dkm", "foundation": "demo", "slurm_local": "slurm_local", "ffpn": "ffpn"}[name]
+
+
+@pytest.mark.parametrize("key, message", [
+    ("x.", r"^summary\.x\.: empty part in a dotted key"),
+    ("a_dice.unet", r"^summary\.a_dice\.unet: 'a_dice' is both a figure and an object"),
+    ("commit.x", r"^summary\.commit\.x: 'commit' is always written"),
+])
+def test_bad_dotted_summary_keys(key, message):
+    data = copy.deepcopy(BASE)
+    data["summary"][key] = {"stat": "n_seeds"}
+    with pytest.raises(UserInputError, match=message):
+        parse_spec(data)
+
+
+def test_validation_rows_need_numbered_folds():
+    data = _set(_set(BASE, "rows[0].evaluate", "validation"), "rows[0].folds", "all")
+    with pytest.raises(UserInputError, match=r"^rows\[0\]\.evaluate: validation needs numbered folds"):
+        parse_spec(data)
+
+
+def test_ffpn_spec_has_the_result_keys_of_issue_8():
+    """ffpn.json must hold hc18_dice, hc18_hc_abs_diff_mm, cpu_images_per_s, cpu_peak_mem_mb and camus_like_dice,
+    each an object with unet, ffpn and ffpn_r (dotted summary keys nest)."""
+    spec = load_spec(SPECS / "ffpn.yaml")
+    for key in ("hc18_dice", "hc18_hc_abs_diff_mm", "cpu_images_per_s", "cpu_peak_mem_mb", "camus_like_dice"):
+        for model in ("unet", "ffpn", "ffpn_r"):
+            assert any(k == f"{key}.{model}" or k.startswith(f"{key}.{model}.") for k in spec.summary), (key, model)
+    cv_rows = [r for r in spec.rows if r.label.startswith("HC18")]
+    assert {r.evaluate for r in cv_rows} == {"validation"} and all(r.folds == (0, 1, 2, 3, 4) for r in cv_rows)
 
 
 def test_dkm_spec_has_the_keys_other_tooling_reads():

@@ -157,3 +157,27 @@ def test_real_hc18_subset_converts_and_matches_its_circumferences(tmp_path):
         label, spacing = read_image(folder / "labelsTr" / f"{case}.nii.gz")
         measured = head_circumference_mm(label.squeeze(), spacing[-1])
         assert measured == pytest.approx(dataset["head_circumference_mm"][case], rel=0.015)
+
+
+def test_downsample_averages_blocks_scales_the_spacing_and_is_recorded(tmp_path):
+    src = write_tree(tmp_path / "src", with_test_set=False)
+    full = hc18.convert(src, 410, raw=tmp_path / "raw")
+    half = hc18.convert(src, 411, raw=tmp_path / "raw", downsample_factor=2)
+    label_full, _ = read_image(full / "labelsTr" / "hc18_002.nii.gz")
+    label_half, spacing = read_image(half / "labelsTr" / "hc18_002.nii.gz")
+    assert label_half.squeeze().shape == (SHAPE[0] // 2, SHAPE[1] // 2)
+    assert np.allclose(spacing[-2:], (0.4, 0.4))  # 2 x the CSV's 0.2 mm
+    assert 4 * int(label_half.sum()) == pytest.approx(int(label_full.sum()), rel=0.05)  # same head area in mm^2
+    image_full, _ = read_image(full / "imagesTr" / "hc18_002_0000.nii.gz")
+    image_half, _ = read_image(half / "imagesTr" / "hc18_002_0000.nii.gz")
+    block = image_full.squeeze()[2:4, 6:8].astype(float)
+    assert image_half.squeeze()[1, 3] == round(block.mean())
+    assert json.loads((half / "dataset.json").read_text())["conversion"]["downsample"] == 2
+
+
+@pytest.mark.parametrize("factor", [0, 9, 1.5, True])
+def test_bad_downsample_factor_is_refused_before_writing(tmp_path, factor):
+    src = write_tree(tmp_path / "src", with_test_set=False)
+    with pytest.raises(UserInputError, match=r"--downsample must be an integer in 1\.\.8"):
+        hc18.convert(src, 410, raw=tmp_path / "raw", downsample_factor=factor)
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())

@@ -62,7 +62,13 @@ def _images(folder: Path, csv_path: Path) -> list[tuple[Path, str, float, float 
         raise UserInputError(f"-i {folder} does not exist or is not a folder")
     if not csv_path.is_file():
         raise UserInputError(f"--csv {csv_path} does not exist")
-    rows = read_csv(csv_path, columns=2)
+    try:
+        with open(csv_path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read {csv_path}: {exc}") from None
+    # a test-set CSV has (filename, pixel size); a training CSV adds the reference circumference
+    rows = read_csv(csv_path, columns=3 if len(header) >= 3 else 2)
     images = []
     for png in sorted(p for p in folder.glob("*HC.png")):
         identifier, _ = case_id(png.name)
