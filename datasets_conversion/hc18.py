@@ -213,19 +213,12 @@ def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: 
             overwrite: bool = False, csv_path: str | None = None, progress=None, downsample_factor: int = 1) -> Path:
     """Python API behind the CLI: write the dataset and return its folder."""
     from nnunet_ext.atomic import atomic_output_dir
-    from nnunet_ext.datasets_conversion._common import check_dataset_name, raw_root_from
-    from nnunet_ext.synth.base import dataset_folder_name, existing_dataset_with_id
+    from nnunet_ext.datasets_conversion._common import raw_dataset_target
 
     source = Path(source)
     factor = check_downsample(downsample_factor)
-    name = check_dataset_name(name)
-    raw_root = Path(raw_root_from(raw))
-    folder = raw_root / dataset_folder_name(dataset_id, name)
-    clash = existing_dataset_with_id(raw_root, dataset_id)
-    if clash is not None and not overwrite:
-        raise UserInputError(f"dataset id {dataset_id} already exists at {clash} (pass --overwrite to replace it)")
+    folder, retire = raw_dataset_target(raw, dataset_id, name, overwrite)
     cases = plan_cases(source, csv_path)
-    retire = [clash] if clash is not None and clash != folder else []
     with atomic_output_dir(folder, overwrite=overwrite, inputs=[source], retire=retire,
                            written_by=f"nnunet-ext convert {CONVERTER}") as tmp:
         for sub in ("imagesTr", "labelsTr", "imagesTs"):

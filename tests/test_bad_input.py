@@ -206,6 +206,30 @@ def _dicom_seg_off_grid(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 seg_slice_shift=0.25)
 
 
+def _camus_gt(array: np.ndarray, spacing=(0.3, 0.15)):
+    """Replace the world's CAMUS segmentation of patient0001 2CH ES by ``array`` ((y, x) spacing in mm)."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tests.datasets_conversion.test_camus import write_frame
+
+        write_frame(world / "camus" / "training" / "patient0001" / "patient0001_2CH_ES_gt.mhd", array, spacing,
+                    singleton=True)
+    return setup
+
+
+def _img2d_nan_nifti(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Image a as NIfTI (its mask stays a.png) with one NaN pixel."""
+    image = np.ones((12, 10), np.float32)
+    image[4, 5] = np.nan
+    (world / "img2d" / "images" / "a.png").unlink()
+    _write_label(world / "img2d" / "images" / "a.nii.gz", image, spacing=(1.0, 1.0), origin=(0.0, 0.0))
+
+
+def _img2d_clash(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a b.png", "a_b.png"):
+        _png(world / "img2d" / "images" / name, np.zeros((12, 10)))
+        _png(world / "img2d" / "masks" / name, np.zeros((12, 10)))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # rows: synth (generated from the declared options of every kind)
 
@@ -450,21 +474,28 @@ DKM_ROWS = [
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
-# rows: convert (both converters)
+# rows: convert (every converter)
 
 NIFTI = ["convert", "dce_nifti_folder", "-i", f"{W}/dce", "-d", "11", "--pre_only_id", "12", "--raw",
          f"{W}/out_raw", "--test_fraction", "0"]
 NACT = ["convert", "breast_mri_nact_pilot", "-i", f"{W}/dicom", "-d", "11", "--pre_only_id", "12", "--raw",
         f"{W}/out_raw", "--test_fraction", "0"]
 HC18 = ["convert", "hc18", "-i", f"{W}/hc18", "-d", "11", "--raw", f"{W}/out_raw"]
+CAMUS = ["convert", "camus", "-i", f"{W}/camus", "-d", "11", "--raw", f"{W}/out_raw"]
+IMG2D = ["convert", "image_folder_2d", "-i", f"{W}/img2d/images", "-m", f"{W}/img2d/masks", "-d", "11", "--raw",
+         f"{W}/out_raw"]
 # out_raw exists (as a user's nnUNet_raw does); the converters' dataset folders must not appear in it
 OUT_NIFTI = f"{W}/out_raw/Dataset011_DCENifti"
 OUT_HC18 = f"{W}/out_raw/Dataset011_HC18"
 OUT_NACT = f"{W}/out_raw/Dataset011_BreastMRINACTPilot"
+OUT_CAMUS = f"{W}/out_raw/Dataset011_CAMUS"
+OUT_IMG2D = f"{W}/out_raw/Dataset011_ImageFolder2D"
+CAMUS_PATIENT = "camus/training/patient0001"
 
 CONVERT_ROWS = [
     _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
-          r"unknown converter 'kits23' \(choose from breast_mri_nact_pilot, dce_nifti_folder, hc18\)"),
+          r"unknown converter 'kits23' \(choose from breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
+          r"image_folder_2d\)"),
     # dce_nifti_folder
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
           r"source folder .*nope does not exist", absent=OUT_NIFTI),
@@ -540,6 +571,127 @@ CONVERT_ROWS = [
           absent=OUT_HC18),
     _case("convert-hc18-missing_arguments", ["convert", "hc18", "-i", f"{W}/hc18"],
           r"^the following arguments are required: -d"),
+    # camus
+    _case("convert-camus-missing_source", [*CAMUS[:3], f"{W}/nope", *CAMUS[4:]],
+          r"source folder .*nope does not exist", absent=OUT_CAMUS),
+    _case("convert-camus-no_patient_folders", [*CAMUS[:3], f"{W}/eval", *CAMUS[4:]],
+          r"no patient folders \(patientNNNN/\) in .*eval", absent=OUT_CAMUS),
+    _case("convert-camus-truncated_raw", CAMUS, r"cannot read image .*patient0001_2CH_ED\.mhd: .*data not read",
+          setup=_truncate(f"{CAMUS_PATIENT}/patient0001_2CH_ED.raw"), absent=OUT_CAMUS),
+    _case("convert-camus-missing_raw", CAMUS, r"cannot read image .*patient0001_4CH_ES\.mhd",
+          setup=_delete(f"{CAMUS_PATIENT}/patient0001_4CH_ES.raw"), absent=OUT_CAMUS),
+    _case("convert-camus-corrupt_segmentation", CAMUS, r"cannot read segmentation .*patient0001_2CH_ES_gt\.mhd",
+          setup=_garbage(f"{CAMUS_PATIENT}/patient0001_2CH_ES_gt.mhd"), absent=OUT_CAMUS),
+    _case("convert-camus-segmentation_shape", CAMUS,
+          r"segmentation .*patient0001_2CH_ES_gt\.mhd is 20x23 but its image patient0001_2CH_ES\.mhd is 20x24",
+          setup=_camus_gt(np.zeros((23, 20), np.uint8)), absent=OUT_CAMUS),
+    _case("convert-camus-segmentation_spacing", CAMUS, r"patient0001_2CH_ES_gt\.mhd has spacing 0\.15 x 0\.2 mm but "
+          r"its image patient0001_2CH_ES\.mhd has 0\.15 x 0\.3 mm",
+          setup=_camus_gt(np.zeros((24, 20), np.uint8), spacing=(0.2, 0.15)), absent=OUT_CAMUS),
+    _case("convert-camus-segmentation_values", CAMUS, r"patient0001_2CH_ES_gt\.mhd has values 5; CAMUS labels are 0",
+          setup=_camus_gt(np.full((24, 20), 5, np.uint8)), absent=OUT_CAMUS),
+    _case("convert-camus-missing_view", CAMUS,
+          r"missing patient0001_4CH_ED\.mhd or \.nii\.gz in .*patient0001 \(asked for by --views 4CH --phases ED",
+          setup=_delete(f"{CAMUS_PATIENT}/patient0001_4CH_ED.mhd"), absent=OUT_CAMUS),
+    _case("convert-camus-unknown_view", [*CAMUS, "--views", "2CH", "3CH"],
+          r"--views 3CH: unknown value \(choose from 2CH, 4CH\)", absent=OUT_CAMUS),
+    _case("convert-camus-unknown_phase", [*CAMUS, "--phases", "diastole"],
+          r"--phases diastole: unknown value \(choose from ED, ES\)", absent=OUT_CAMUS),
+    _case("convert-camus-existing_id", [*CAMUS[:5], "5", "--raw", f"{W}/raw"],
+          r"dataset id 5 already exists at .*Dataset005_Tiny \(pass --overwrite"),
+    _case("convert-camus-output_inside_source", [*CAMUS[:-1], f"{W}/camus/raw"],
+          r"output .*Dataset011_CAMUS lies inside the input .*camus", absent=f"{W}/camus/raw"),
+    _case("convert-camus-missing_arguments", ["convert", "camus", "-i", f"{W}/camus"],
+          r"^the following arguments are required: -d"),
+    # image_folder_2d
+    _case("convert-img2d-missing_images", [*IMG2D[:3], f"{W}/nope", *IMG2D[4:]],
+          r"-i folder .*nope does not exist", absent=OUT_IMG2D),
+    _case("convert-img2d-empty_images", IMG2D, r"no images in -i folder .*images \(formats read: png, ",
+          setup=_empty("img2d/images"), absent=OUT_IMG2D),
+    _case("convert-img2d-image_without_mask", IMG2D, r"image without mask: .*images/b\.png \(no b\.\* in",
+          setup=_delete("img2d/masks/b.png"), absent=OUT_IMG2D),
+    _case("convert-img2d-mask_without_image", IMG2D, r"mask without image: .*masks/c\.png",
+          setup=lambda w, m: _png(w / "img2d" / "masks" / "c.png", np.zeros((12, 10))), absent=OUT_IMG2D),
+    _case("convert-img2d-shape_mismatch", IMG2D, r"mask .*masks/b\.png is 12x10 but its image b\.png is 10x12",
+          setup=lambda w, m: _png(w / "img2d" / "masks" / "b.png", np.zeros((10, 12))), absent=OUT_IMG2D),
+    _case("convert-img2d-unreadable_image", IMG2D, r"cannot read image .*images/a\.png",
+          setup=_garbage("img2d/images/a.png"), absent=OUT_IMG2D),
+    _case("convert-img2d-nan_in_nifti", IMG2D, r"image .*images/a\.nii\.gz contains 1 NaN pixel",
+          setup=_img2d_nan_nifti, absent=OUT_IMG2D),
+    _case("convert-img2d-unlisted_mask_value", IMG2D,
+          r"mask .*masks/a\.png has value 255, which is neither background 0 nor a --labels value \(1\)",
+          setup=lambda w, m: _png(w / "img2d" / "masks" / "a.png", np.full((12, 10), 255)), absent=OUT_IMG2D),
+    _case("convert-img2d-case_id_clash", IMG2D, r"a b\.png and a_b\.png in .*images both become case id a_b",
+          setup=_img2d_clash, absent=OUT_IMG2D),
+    _case("convert-img2d-bad_label", [*IMG2D, "--labels", "tumour"], r"--labels expects NAME=VALUE, got 'tumour'",
+          absent=OUT_IMG2D),
+    _case("convert-img2d-label_zero", [*IMG2D, "--labels", "tumour=0"], r"--labels tumour=0: the value must be >= 1",
+          absent=OUT_IMG2D),
+    _case("convert-img2d-binary_two_labels", [*IMG2D, "--binary", "--labels", "a=1", "b=2"],
+          r"--binary makes every nonzero mask value one label; --labels lists 2", absent=OUT_IMG2D),
+    _case("convert-img2d-zero_spacing", [*IMG2D, "--spacing", "0"], r"--spacing must be a positive pixel size",
+          absent=OUT_IMG2D),
+    _case("convert-img2d-spacing_not_a_number", [*IMG2D, "--spacing", "fine"],
+          r"argument --spacing: invalid float value: 'fine'"),
+    _case("convert-img2d-masks_are_images", [*IMG2D[:5], f"{W}/img2d/images", *IMG2D[6:]],
+          r"-m .*images is the -i folder", absent=OUT_IMG2D),
+    _case("convert-img2d-missing_test_images", [*IMG2D, "--test_images", f"{W}/nope"],
+          r"--test_images folder .*nope does not exist", absent=OUT_IMG2D),
+    _case("convert-img2d-missing_arguments", ["convert", "image_folder_2d", "-i", f"{W}/img2d/images"],
+          r"^the following arguments are required: -m, -d"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: ffpn predict-hc18
+
+FFPN_OUT = f"{W}/out_ffpn"
+FFPN = ["ffpn", "predict-hc18", "-i", f"{W}/hc18/training_set", "--csv", f"{W}/hc18/pixel_size_and_HC.csv", "-o",
+        FFPN_OUT, "-d", "412"]
+FFPN_MODEL = "results/Dataset412_HC18Fake/FFPNRTrainer__nnUNetPlansWholeImage__2d"
+
+FFPN_ROWS = [
+    _case("ffpn-missing_input_folder", [*FFPN[:3], f"{W}/nope", *FFPN[4:]],
+          r"-i .*nope does not exist or is not a folder", absent=FFPN_OUT),
+    _case("ffpn-no_images", [*FFPN[:3], f"{W}/eval", *FFPN[4:]], r"no HC18 images \(NNN_HC\.png\) in .*eval",
+          absent=FFPN_OUT),
+    _case("ffpn-missing_csv", [*FFPN[:5], f"{W}/nope.csv", *FFPN[6:]], r"--csv .*nope\.csv does not exist",
+          absent=FFPN_OUT),
+    _case("ffpn-png_without_csv_row", FFPN, r"no pixel size for .*002_HC\.png in .*pixel_size_and_HC\.csv",
+          setup=_file("hc18/pixel_size_and_HC.csv", b"filename,px,hc\n001_HC.png,0.1,60\n"), absent=FFPN_OUT),
+    _case("ffpn-csv_not_a_number", FFPN, r"pixel_size_and_HC\.csv line 2: not a number",
+          setup=_file("hc18/pixel_size_and_HC.csv", b"filename,px,hc\n001_HC.png,abc,60\n"), absent=FFPN_OUT),
+    _case("ffpn-unrecognised_image_name", FFPN, r"unrecognised HC18 image name head_HC\.png",
+          setup=lambda w, m: _png(w / "hc18" / "training_set" / "head_HC.png", np.zeros((24, 32))), absent=FFPN_OUT),
+    _case("ffpn-no_model_for_dataset", [*FFPN[:-1], "601"],
+          r"no trained model at .*Dataset601_DKMFake/FFPNRTrainer__nnUNetPlansWholeImage__2d", absent=FFPN_OUT),
+    _case("ffpn-no_model_for_trainer", [*FFPN, "-tr", "NoSuchTrainer"],
+          r"no trained model at .*Dataset412_HC18Fake/NoSuchTrainer__nnUNetPlansWholeImage__2d \(train it first",
+          absent=FFPN_OUT),
+    _case("ffpn-no_model_for_plans", [*FFPN, "-p", "nnUNetPlans"],
+          r"no trained model at .*/FFPNRTrainer__nnUNetPlans__2d", absent=FFPN_OUT),
+    _case("ffpn-no_model_for_configuration", [*FFPN, "-c", "3d_fullres"],
+          r"no trained model at .*/FFPNRTrainer__nnUNetPlansWholeImage__3d_fullres", absent=FFPN_OUT),
+    _case("ffpn-model_without_dataset_json", FFPN, r"no trained model at .*Dataset412_HC18Fake/FFPNRTrainer__",
+          setup=_delete(f"{FFPN_MODEL}/dataset.json"), absent=FFPN_OUT),
+    _case("ffpn-unknown_dataset", [*FFPN[:-1], "413"], r"-d 413: no such dataset in nnUNet_raw", absent=FFPN_OUT),
+    _case("ffpn-dataset_not_an_id", [*FFPN[:-1], "hc18"], r"-d hc18", absent=FFPN_OUT),
+    _case("ffpn-results_not_set", FFPN, r"nnUNet_results is not set", setup=_unset("nnUNet_results"),
+          absent=FFPN_OUT),
+    _case("ffpn-unknown_device", [*FFPN, "-device", "tpu"], r"-device must be cpu, cuda or mps, got 'tpu'",
+          absent=FFPN_OUT),
+    _case("ffpn-cuda_without_gpu", [*FFPN, "-device", "cuda"], r"-device cuda: no CUDA device is available",
+          setup=_no_cuda, absent=FFPN_OUT),
+    _case("ffpn-output_exists", FFPN, r"output .*out_ffpn already exists \(pass --overwrite",
+          setup=_folder("out_ffpn", {"mine.txt": b"keep me"})),
+    _case("ffpn-output_foreign_overwrite", [*FFPN, "--overwrite"],
+          r"refusing to replace .*out_ffpn: it was not written by nnunet-ext",
+          setup=_folder("out_ffpn", {"mine.txt": b"keep me"})),
+    _case("ffpn-output_inside_input", [*FFPN[:7], f"{W}/hc18/training_set/pred", *FFPN[8:]],
+          r"output .*training_set/pred lies inside the input", absent=f"{W}/hc18/training_set/pred"),
+    _case("ffpn-missing_arguments", ["ffpn", "predict-hc18", "-i", f"{W}/hc18/training_set"],
+          r"the following arguments are required: --csv, -o, -d"),
+    _case("ffpn-no_action", ["ffpn"], r"the following arguments are required: action"),
+    _case("ffpn-unknown_action", ["ffpn", "predict-hc19"], r"argument action: invalid choice: 'predict-hc19'"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -612,7 +764,7 @@ DISPATCHER_ROWS = [
 ]
 
 CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
-                     + DEMO_ROWS + BENCHMARK_ROWS)
+                     + FFPN_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
 
 
 def count_cases() -> int:
@@ -646,6 +798,7 @@ def _build_world(root: Path) -> None:
 
     from nnunet_ext.imageio import write_image
     from tests.datasets_conversion.test_breast_mri_nact_pilot import write_study
+    from tests.datasets_conversion.test_camus import write_patient
 
     for folder in ("preprocessed", "results", "out_raw", "eval/ref", "eval/pred", "dce", "dkm/in", "dkm/ref"):
         (root / folder).mkdir(parents=True)
@@ -676,6 +829,18 @@ def _build_world(root: Path) -> None:
         _png(root / "hc18" / "training_set" / f"{name}.png", rng.integers(0, 255, (24, 32)))
         _png(root / "hc18" / "training_set" / f"{name}_Annotation.png", _hc18_outline())
     (root / "hc18" / "pixel_size_and_HC.csv").write_text("filename,px,hc\n001_HC.png,0.1,60\n002_HC.png,0.1,60\n")
+    ffpn_model = root / "results" / "Dataset412_HC18Fake" / "FFPNRTrainer__nnUNetPlansWholeImage__2d"
+    ffpn_model.mkdir(parents=True)
+    (ffpn_model / "dataset.json").write_text(json.dumps({"channel_names": {"0": "US"}, "file_ending": ".nii.gz",
+                                                         "labels": {"background": 0, "head": 1},
+                                                         "conversion": {"downsample": 1}}))
+
+    write_patient(root / "camus" / "training" / "patient0001", ".mhd", 1, singleton=True)  # 24 x 20, 0.3 x 0.15 mm
+    for folder in ("images", "masks"):
+        (root / "img2d" / folder).mkdir(parents=True)
+    for name in ("a", "b"):
+        _png(root / "img2d" / "images" / f"{name}.png", np.random.default_rng(7).integers(0, 255, (12, 10)))
+        _png(root / "img2d" / "masks" / f"{name}.png", np.pad(np.ones((4, 4)), ((2, 6), (3, 3))))
 
     write_image(root / "dkm" / "in" / "case_0000_0000.nii.gz", rng.normal(size=(4, 16, 16)).astype(np.float32),
                 (2.0, 1.0, 1.0))

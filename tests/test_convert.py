@@ -8,7 +8,7 @@ import pytest
 from nnunet_ext.cli import main
 from nnunet_ext.convert import available_converters
 
-CONVERTERS = ["breast_mri_nact_pilot", "dce_nifti_folder", "hc18"]
+CONVERTERS = ["breast_mri_nact_pilot", "camus", "dce_nifti_folder", "hc18", "image_folder_2d"]
 
 
 def test_every_converter_is_found_with_its_docstring_line():
@@ -43,7 +43,8 @@ def test_listing_imports_no_converter():
 def test_unknown_converter_lists_the_choices(capsys):
     assert main(["convert", "kits23", "-i", "x"]) == 2
     assert capsys.readouterr().err.strip() == ("nnunet-ext convert: error: unknown converter 'kits23' (choose from "
-                                               "breast_mri_nact_pilot, dce_nifti_folder, hc18)")
+                                               "breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
+                                               "image_folder_2d)")
 
 
 def test_converter_help_shows_its_own_options(capsys):

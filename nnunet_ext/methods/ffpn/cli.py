@@ -45,7 +45,7 @@ def _model_folder(dataset: str, trainer: str, plans: str, configuration: str) ->
         raise UserInputError("nnUNet_results is not set: run eval \"$(nnunet-ext env)\" first")
     try:
         name = maybe_convert_to_dataset_name(dataset)
-    except RuntimeError:
+    except (RuntimeError, ValueError):  # nnU-Net raises either for an unknown name or id
         raise UserInputError(f"-d {dataset}: no such dataset in nnUNet_raw, nnUNet_preprocessed or "
                              f"nnUNet_results") from None
     folder = Path(results) / name / f"{trainer}__{plans}__{configuration}"

@@ -1,0 +1,116 @@
+"""What the 2D converters (camus, image_folder_2d) share: reading one 2D frame with SimpleITK."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from nnunet_ext.errors import UserInputError
+
+
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[Callable[[], str]]:
+    """Yield a function returning what C++ code wrote to file descriptor 2 inside the block.
+
+    ITK's MetaImage library reports a truncated ``.raw`` file by printing to the process's stderr directly, around
+    Python's ``sys.stderr``; caught here, it becomes part of the one-line error instead of extra lines on the terminal.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (an embedding host): nothing to capture
+        saved = None
+    if saved is None:
+        yield lambda: ""
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+
+        def captured() -> str:
+            sink.seek(0)
+            return sink.read().decode(errors="replace")
+
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _reason(message: str, native: str) -> str:
+    """The informative part of an ITK read error: the library's own report if it printed one, else the ITK line."""
+    if native.strip():
+        return "; ".join(" ".join(line.split()) for line in native.splitlines() if line.strip())
+    if "Unable to determine ImageIO reader" in message:  # the path it quotes is in our message already
+        return "not an image file SimpleITK can read (unknown format or damaged header)"
+    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
+    useful = [line.split("ERROR: ", 1)[1] if "ERROR: " in line else line for line in lines
+              if not line.startswith("Exception thrown")]
+    # "MetaImageIO(0x55d0...): File cannot be read" -> "File cannot be read"
+    useful = [line.split("): ", 1)[1] if "(0x" in line.split("): ", 1)[0] else line for line in useful]
+    return " ".join(useful) or "unreadable"
+
+
+def nifti_nan_count(path: Path) -> int:
+    """NaN voxels stored in a NIfTI file: SimpleITK's NIfTI reader returns them as 0, so they are counted in the raw
+    file data (nibabel, an nnU-Net dependency)."""
+    import nibabel
+
+    try:
+        image = nibabel.load(str(path))
+        if not np.issubdtype(image.get_data_dtype(), np.floating):
+            return 0
+        return int(np.isnan(np.asanyarray(image.dataobj)).sum())
+    except Exception:  # noqa: BLE001 - a second look at a file SimpleITK already read; no verdict if nibabel can't
+        return 0
+
+
+def read_sitk_2d(path: Path, what: str = "image") -> tuple[np.ndarray, tuple[float, float]]:
+    """``(array (y, x), spacing (y, x) in mm)`` of a 2D image file read with SimpleITK.
+
+    A 3D file holding a single slice (size x * y * 1, as CAMUS's ``.mhd`` files are) is that slice. Unreadable or
+    truncated files, several slices, several components per pixel (RGB) and NaN values are a UserInputError naming
+    the file (``what`` says which role it plays: image, mask, segmentation).
+    """
+    import SimpleITK as sitk
+
+    from nnunet_ext.imageio import check_gzip_complete
+
+    with _native_stderr_captured() as native:
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise UserInputError(f"cannot read {what} {path}: {_reason(str(exc), native())}") from None
+    try:  # SimpleITK zero-fills a truncated .nii.gz without an error
+        check_gzip_complete(path)
+    except UserInputError:
+        raise UserInputError(f"cannot read {what} {path}: truncated or corrupt gzip data") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UserInputError(f"{what} {path} has {image.GetNumberOfComponentsPerPixel()} components per pixel; "
+                             f"expected a scalar (grayscale) image")
+    size = image.GetSize()
+    if not (len(size) == 2 or (len(size) == 3 and size[2] == 1)):
+        raise UserInputError(f"{what} {path} is {'x'.join(map(str, size))}; expected a 2D image (or one slice)")
+    array = sitk.GetArrayFromImage(image).reshape(size[1], size[0])
+    spacing = image.GetSpacing()
+    nan = nifti_nan_count(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
+    if nan is None and np.issubdtype(array.dtype, np.floating):
+        nan = int(np.isnan(array).sum())
+    if nan:
+        raise UserInputError(f"{what} {path} contains {nan} NaN pixel(s)")
+    return array, (float(spacing[1]), float(spacing[0]))
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """``"80x54"`` (width x height) for an array of shape (54, 80), as image viewers print sizes."""
+    return f"{shape[1]}x{shape[0]}"
+
+
+def spacing_text(spacing: tuple[float, float]) -> str:
+    """``"0.3 x 0.15"`` (x then y, as :func:`shape_text`) for a (y, x) spacing."""
+    return f"{spacing[1]:g} x {spacing[0]:g}"
