@@ -343,7 +343,8 @@ def _log_from_message(message: str) -> str | None:
 
 def _evaluate(payload: dict, job_dir: Path, predictions: Path, references: str | Path | None = None) -> dict | None:
     """Evaluate ``predictions`` (summary.json, per_case.csv in the job folder); with ``hc18_csv``, return the per-case
-    HC18 figures ``{case: {"HC_abs_diff_mm", "HD95_px"}}`` (HD95 in the CSV's original pixels)."""
+    HC18 figures ``{case: {"HC_abs_diff_mm", "HD95_px"}}``; HD95_px is in pixels of the evaluated images (a dataset
+    converted with ``--downsample F`` has pixels F times the original HC18 pixel)."""
     from nnunet_ext.metrics.evaluate import case_name, evaluate_folders
 
     summary = evaluate_folders(references or payload["test_labels"], predictions, output_json=job_dir / "summary.json",

@@ -248,7 +248,7 @@ def test_dkm_spec_plans_the_dm_first_and_points_every_sm_at_its_seed(tmp_path):
 
 def test_validation_row_scores_the_folds_validation_predictions_with_the_hc18_figures(tmp_path, monkeypatch):
     """evaluate: validation reads nnU-Net's fold_N/validation against the raw labels of exactly those cases;
-    hc18_csv adds per-case HC_abs_diff_mm (prediction's own spacing) and HD95_px (in the CSV's original pixels)."""
+    hc18_csv adds per-case HC_abs_diff_mm (prediction's own spacing) and HD95_px (in pixels of the evaluated grid)."""
     import numpy as np
     from scipy.special import ellipe
 
@@ -285,7 +285,7 @@ def test_validation_row_scores_the_folds_validation_predictions_with_the_hc18_fi
     # with the CSV pixel size (0.2) instead of the image spacing (0.4) the difference would be ~8.7 mm
     assert per_case["hc18_001"]["HC_abs_diff_mm"] == pytest.approx(abs(perimeter_mm - 20), abs=0.4)
     assert per_case["hc18_001"]["HD95_px"] == 0.0
-    assert per_case["hc18_002"]["HD95_px"] == pytest.approx(0.8 / 0.2)
+    assert per_case["hc18_002"]["HD95_px"] == pytest.approx(2.0)  # 0.8 mm at 0.4 mm per (downsampled) pixel
     summary = json.loads((job_dir / "summary.json").read_text().replace("NaN", "null"))
     assert len(summary["metric_per_case"]) == 2 and summary["foreground_mean"]["Dice"] < 1
 
