@@ -92,8 +92,8 @@ TINY = {
     "folds": [0, 1], "seeds": [0], "ensemble": True, "metrics": ["Dice", "HD95"], "baseline": "tiny",
     "env": {"nnUNet_ext_skip_final_validation": "1"},  # the jobs predict the test case; nnU-Net's validation is moot
     "rows": [{"label": "tiny", "trainer": "TinyTrainer", "dataset": 911, "configuration": "2d"},
-             {"label": "tiny 1x1", "trainer": "TinyTrainer", "dataset": 911, "configuration": "2d",
-              "schedule": {"epochs": 1, "iterations": 1}}],
+             {"label": "tiny 1x1", "trainer": "TinyTrainer", "dataset": 911, "configuration": "2d", "folds": [0],
+              "schedule": {"epochs": 1, "iterations": 1}}],  # one fold: no ensemble of its own (saves 3 jobs)
     "summary": {"tiny_dice": {"row": "tiny", "metric": "Dice"},
                 "ensemble_dice": {"row": "tiny (ensemble)", "metric": "Dice"},
                 "diff_ci": {"row": "tiny 1x1", "metric": "Dice", "stat": "paired_ci"}},
@@ -102,12 +102,12 @@ TINY = {
 
 @pytest.mark.slow
 def test_local_executor_end_to_end_with_fold_ensemble(tmp_path):
-    """2 rows x 2 folds + their fold-ensemble rows through nnUNetv2_train/predict, 2 jobs at a time; a second run
-    skips everything and writes the same figures."""
+    """A row of 2 folds + its fold-ensemble row and a one-fold row, through nnUNetv2_train/predict, 2 jobs at a time;
+    a second run skips everything and writes the same figures."""
     result = _run(tmp_path, TINY, n_jobs=2)
     assert result["failed"] == [], result["jobs"]
     labels = sorted({j["label"] for j in result["jobs"]})
-    assert labels == ["tiny", "tiny (ensemble)", "tiny 1x1", "tiny 1x1 (ensemble)"] and len(result["jobs"]) == 6
+    assert labels == ["tiny", "tiny (ensemble)", "tiny 1x1"] and len(result["jobs"]) == 4
     for key in ("tiny_dice", "ensemble_dice"):
         assert 0.0 <= result[key] <= 1.0
     assert len(result["diff_ci"]) == 2 and result["commit"]        # the checkout's commit(s) while the jobs ran
@@ -120,7 +120,7 @@ def test_local_executor_end_to_end_with_fold_ensemble(tmp_path):
     assert sorted(p.name for p in model.glob("fold_*")) == ["fold_0", "fold_1"]
     assert (model / "fold_1" / "checkpoint_final.pth").is_file()
     per_case = (tmp_path / "results" / "tiny.per_case.csv").read_text().splitlines()
-    assert sum(",test_0000,1,Dice," in line for line in per_case) == 6      # every job evaluated the same case
+    assert sum(",test_0000,1,Dice," in line for line in per_case) == 4      # every job evaluated the same case
     assert (tmp_path / "results" / "tiny_dice.png").is_file() and (tmp_path / "results" / "tiny.md").is_file()
     def finished_times():
         return {j["id"]: read_job_record(tmp_path / "wd" / "jobs" / j["id"])["finished"] for j in result["jobs"]}
