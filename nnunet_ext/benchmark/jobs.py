@@ -119,8 +119,7 @@ def substitute(text: str, values: dict, required: dict, datasets: dict, row: Row
                 return str(results)
             if other.kind not in ("train", "ensemble"):
                 raise UserInputError(f"{row.path}: placeholder {match.group(0)}: '{arg}' is not a training row")
-            model = results / other.payload["dataset_name"] / \
-                f"{other.payload['trainer']}__{other.payload['plans']}__{other.payload['configuration']}"
+            model = model_folder(results, other.payload)
             if name == "model":
                 return str(model)
             return str(model / f"fold_{other.fold}" / "checkpoint_final.pth")
@@ -341,6 +340,14 @@ def _log_from_message(message: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+def model_folder(results: str | Path, payload: dict) -> Path:
+    """``results/<dataset>/<trainer>__<plans>__<configuration>`` of a training job (nnU-Net's naming)."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
+    return Path(results) / payload["dataset_name"] / convert_trainer_plans_config_to_identifier(
+        payload["trainer"], payload["plans"], payload["configuration"])
+
+
 def _evaluate(payload: dict, job_dir: Path, predictions: Path, references: str | Path | None = None) -> dict | None:
     """Evaluate ``predictions`` (summary.json, per_case.csv in the job folder); with ``hc18_csv``, return the per-case
     HC18 figures ``{case: {"HC_abs_diff_mm", "HD95_px"}}``; HD95_px is in pixels of the evaluated images (a dataset
@@ -388,9 +395,7 @@ def _run_train(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
     if not payload.get("predict", True):
         return {"train_seconds": round(train_s, 2)}, None
     if payload.get("evaluate") == "validation":
-        model = f"{payload['trainer']}__{payload['plans']}__{payload['configuration']}"
-        predictions = Path(env["nnUNet_results"]) / payload["dataset_name"] / model / f"fold_{payload['fold']}" / \
-            "validation"
+        predictions = model_folder(env["nnUNet_results"], payload) / f"fold_{payload['fold']}" / "validation"
         if not predictions.is_dir():
             raise RuntimeError(f"no validation predictions in {predictions} (was nnU-Net's final validation "
                                f"skipped?)")
@@ -410,12 +415,11 @@ def _run_ensemble(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
     """``nnUNetv2_predict -f 0 1 ...`` over the fold jobs' models, gathered in this job's results folder by links."""
     from nnunet_ext import pipeline
 
-    model_name = f"{payload['trainer']}__{payload['plans']}__{payload['configuration']}"
-    model = Path(env["nnUNet_results"]) / payload["dataset_name"] / model_name
+    model = model_folder(env["nnUNet_results"], payload)
     model.mkdir(parents=True, exist_ok=True)
     folds = sorted(payload["members"], key=int)
     for fold in folds:
-        source = Path(payload["members"][fold]) / "nnUNet_results" / payload["dataset_name"] / model_name
+        source = model_folder(Path(payload["members"][fold]) / "nnUNet_results", payload)
         if not (source / f"fold_{fold}" / "checkpoint_final.pth").is_file():
             raise RuntimeError(f"fold {fold} has no checkpoint_final.pth in {source}")
         (model / f"fold_{fold}").symlink_to(source / f"fold_{fold}", target_is_directory=True)

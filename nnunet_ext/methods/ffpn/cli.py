@@ -39,6 +39,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def _model_folder(dataset: str, trainer: str, plans: str, configuration: str) -> Path:
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
     results = os.environ.get("nnUNet_results")
     if not results:
@@ -48,7 +49,7 @@ def _model_folder(dataset: str, trainer: str, plans: str, configuration: str) ->
     except (RuntimeError, ValueError):  # nnU-Net raises either for an unknown name or id
         raise UserInputError(f"-d {dataset}: no such dataset in nnUNet_raw, nnUNet_preprocessed or "
                              f"nnUNet_results") from None
-    folder = Path(results) / name / f"{trainer}__{plans}__{configuration}"
+    folder = Path(results) / name / convert_trainer_plans_config_to_identifier(trainer, plans, configuration)
     if not (folder / "dataset.json").is_file():
         raise UserInputError(f"no trained model at {folder} (train it first, or check -tr/-p/-c)")
     return folder
