@@ -8,7 +8,7 @@ import pytest
 from nnunet_ext.cli import main
 from nnunet_ext.convert import available_converters
 
-CONVERTERS = ["breast_mri_nact_pilot", "camus", "dce_nifti_folder", "hc18", "image_folder_2d"]
+CONVERTERS = ["bhsd", "breast_mri_nact_pilot", "camus", "dce_nifti_folder", "hc18", "image_folder_2d"]
 
 
 def test_every_converter_is_found_with_its_docstring_line():
@@ -17,6 +17,7 @@ def test_every_converter_is_found_with_its_docstring_line():
     assert converters["breast_mri_nact_pilot"].startswith("Convert TCIA Breast-MRI-NACT-Pilot (DICOM)")
     assert converters["dce_nifti_folder"].startswith("Convert a folder of DCE-MRI NIfTI files")
     assert converters["hc18"].startswith("Convert the HC18 fetal-head ultrasound challenge data")
+    assert converters["bhsd"].startswith("Convert the BHSD brain-hemorrhage CT release")
 
 
 @pytest.mark.parametrize("argv", [["convert"], ["convert", "-h"]])
@@ -43,7 +44,7 @@ def test_listing_imports_no_converter():
 def test_unknown_converter_lists_the_choices(capsys):
     assert main(["convert", "kits23", "-i", "x"]) == 2
     assert capsys.readouterr().err.strip() == ("nnunet-ext convert: error: unknown converter 'kits23' (choose from "
-                                               "breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
+                                               "bhsd, breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
                                                "image_folder_2d)")
 
 
