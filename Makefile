@@ -17,9 +17,10 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/nnunet-ext demo
 
-# all tests, including the integration tests that run nnUNetv2_* commands (marked slow)
+# all tests, including the integration tests that run nnUNetv2_* commands (marked slow); two pytest-xdist workers,
+# one test file per worker (--dist loadfile), so a file's module fixtures (trained models) are built once
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow"

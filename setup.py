@@ -40,7 +40,7 @@ setup(
     extras_require={
         # MONAI is the independent reference for surface distances and DDPM schedules in the tests.
         # pyefd is the independent reference for FFPN's elliptic Fourier descriptors (Eq. 1).
-        "test": ["pytest", "pyefd"],
+        "test": ["pytest", "pytest-xdist", "pyefd"],
     },
     entry_points={"console_scripts": ["nnunet-ext=nnunet_ext.cli:main"]},
 )

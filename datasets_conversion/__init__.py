@@ -9,4 +9,8 @@ ending with ``dataset.json`` out). Run a converter as a module from the reposito
 Converters:
     breast_mri_nact_pilot: TCIA Breast-MRI-NACT-Pilot (DICOM) -> DCE + pre-contrast-only datasets (DKM, Lv et al. 2023).
     dce_nifti_folder: any folder of ``CASE_pre/CASE_post1../CASE_seg`` NIfTI files -> the same pair of datasets.
+    hc18: HC18 fetal-head ultrasound (PNG outlines -> filled head masks, pixel size as spacing) (FFPN).
+    camus: CAMUS echocardiography, 2019 .mhd and 2023 NIfTI releases (LV cavity, myocardium, atrium) (FFPN).
+    image_folder_2d: any folder of 2D images with same-stem masks.
+    bhsd: BHSD head CT (official 96/96 split, negatives from the slice-level CSV, unlabeled pool) (BHSD).
 """

@@ -60,6 +60,23 @@ def discover_trainers(package: str = TRAINER_PACKAGE) -> list[type[nnUNetTrainer
     return sorted(found.values(), key=lambda cls: (cls.__name__, cls.__module__))
 
 
+def variant_representative(cls: type[nnUNetTrainer]) -> str | None:
+    """The exported trainer whose full conformance run stands for ``cls`` (``conformance_variant_of``), or None."""
+    return getattr(cls, "conformance_variant_of", None)
+
+
+def code_owner(cls: type) -> type:
+    """The first class in ``cls``'s MRO that defines a method, property or other callable: where its code lives.
+    Two classes with the same code owner differ only in settings (data class attributes)."""
+    for klass in cls.__mro__:
+        for name, value in vars(klass).items():
+            if name.startswith("__") and name.endswith("__"):
+                continue
+            if callable(value) or isinstance(value, (staticmethod, classmethod, property)):
+                return klass
+    return object
+
+
 def primary_configuration(cls: type[nnUNetTrainer]) -> str:
     """The configuration of the fast conformance run: 3d_fullres where supported (what the methods target)."""
     supported = supported_configurations(cls)

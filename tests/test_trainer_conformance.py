@@ -28,10 +28,14 @@ import pytest
 import torch
 
 from tests.conformance_helpers import (DEVICE, FOLD, ConformanceSession, assert_bit_identical, build_datasets,
-                                       declared_overrides, discover_trainers, predicts_segmentation,
-                                       primary_configuration, quiet, supported_configurations, unwrapped_network)
+                                       code_owner, declared_overrides, discover_trainers, predicts_segmentation,
+                                       primary_configuration, quiet, supported_configurations, unwrapped_network,
+                                       variant_representative)
 
 TRAINERS = discover_trainers()
+# settings-only variants (conformance_variant_of) get the lookup and pickling checks; their representative the rest
+FULL_RUN = [cls for cls in TRAINERS if variant_representative(cls) is None]
+VARIANTS = [cls for cls in TRAINERS if variant_representative(cls) is not None]
 
 
 def _name(cls) -> str:
@@ -39,7 +43,7 @@ def _name(cls) -> str:
 
 
 def _trainer_configurations(slow_beyond_primary: bool):
-    for cls in TRAINERS:
+    for cls in FULL_RUN:
         for configuration in supported_configurations(cls):
             marks = [pytest.mark.slow] if slow_beyond_primary and configuration != primary_configuration(cls) else []
             yield pytest.param(cls, configuration, id=f"{cls.__name__}-{configuration}", marks=marks)
@@ -108,6 +112,33 @@ def test_discovered_trainers_have_unique_names():
     names = [cls.__name__ for cls in TRAINERS]
     assert len(set(names)) == len(names), names  # nnU-Net resolves trainers by name: the first one would win
     assert {DemoTrainer, TinyTrainer} <= set(TRAINERS)
+
+
+@pytest.mark.parametrize("cls", VARIANTS, ids=_name)
+def test_variants_share_the_code_of_their_fully_checked_representative(cls):
+    by_name = {klass.__name__: klass for klass in FULL_RUN}
+    representative = by_name.get(variant_representative(cls))
+    assert representative is not None, f"{cls.__name__}: representative {variant_representative(cls)!r} is not an " \
+                                       f"exported trainer with a full conformance run"
+    assert code_owner(cls) is code_owner(representative), (
+        f"{cls.__name__} is declared a settings-only variant of {representative.__name__}, but its code comes from "
+        f"{code_owner(cls).__name__}, not {code_owner(representative).__name__}")
+
+
+def test_code_owner_finds_methods_and_ignores_settings():
+    class Base:
+        def method(self):
+            return 1
+
+    class Settings(Base):
+        width = 3
+
+    class Override(Settings):
+        @property
+        def height(self):
+            return 2
+
+    assert code_owner(Settings) is Base and code_owner(Override) is Override
 
 
 @pytest.mark.parametrize("cls", TRAINERS, ids=_name)

@@ -200,7 +200,7 @@ def plan_jobs(spec: Spec, workdir: Path, datasets: dict, device: str, code: dict
                     env["nnUNet_results"] = str(job_dir / "nnUNet_results")
                     payload.update(predict=row.predict, dataset_id=row.dataset, dataset_name=info.folder.name,
                                    trainer=row.trainer, evaluate=row.evaluate, hc18_csv=sub(row.hc18_csv),
-                                   raw_labels=str(info.folder / "labelsTr"),
+                                   predict_args=list(row.predict_args), raw_labels=str(info.folder / "labelsTr"),
                                    plans=plans, configuration=row.configuration,
                                    test_images=str(sub(row.test_images) or info.test_images),
                                    test_labels=str(sub(row.test_labels) or info.test_labels))
@@ -349,9 +349,10 @@ def model_folder(results: str | Path, payload: dict) -> Path:
 
 
 def _evaluate(payload: dict, job_dir: Path, predictions: Path, references: str | Path | None = None) -> dict | None:
-    """Evaluate ``predictions`` (summary.json, per_case.csv in the job folder); with ``hc18_csv``, return the per-case
-    HC18 figures ``{case: {"HC_abs_diff_mm", "HD95_px"}}``; HD95_px is in pixels of the evaluated images (a dataset
-    converted with ``--downsample F`` has pixels F times the original HC18 pixel)."""
+    """Evaluate ``predictions`` (summary.json, per_case.csv in the job folder; the report reads per-label metrics and
+    negative-scan false positives from summary.json); with ``hc18_csv``, return the per-case HC18 figures
+    ``{case: {"HC_abs_diff_mm", "HD95_px"}}``; HD95_px is in pixels of the evaluated images (a dataset converted with
+    ``--downsample F`` has pixels F times the original HC18 pixel)."""
     from nnunet_ext.metrics.evaluate import case_name, evaluate_folders
 
     summary = evaluate_folders(references or payload["test_labels"], predictions, output_json=job_dir / "summary.json",
@@ -405,9 +406,9 @@ def _run_train(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
     predictions = job_dir / "predictions"
     pipeline.predict(payload["test_images"], predictions, payload["dataset_id"], payload["configuration"],
                      [payload["fold"]], payload["trainer"], payload["plans"], env, job_dir / "predict.log",
-                     device=payload["device"])
+                     extra=payload.get("predict_args", ()), device=payload["device"])
     predict_s = time.time() - t
-    per_case = _evaluate(payload, job_dir, predictions)
+    per_case = _evaluate(payload, job_dir, predictions) if payload.get("evaluate") != "none" else None
     return {"train_seconds": round(train_s, 2), "predict_seconds": round(predict_s, 2)}, per_case
 
 
@@ -430,7 +431,8 @@ def _run_ensemble(payload: dict, job_dir: Path, env: dict) -> tuple[dict, None]:
     t = time.time()
     predictions = job_dir / "predictions"
     pipeline.predict(payload["test_images"], predictions, payload["dataset_id"], payload["configuration"], folds,
-                     payload["trainer"], payload["plans"], env, job_dir / "predict.log", device=payload["device"])
+                     payload["trainer"], payload["plans"], env, job_dir / "predict.log",
+                     extra=payload.get("predict_args", ()), device=payload["device"])
     predict_s = time.time() - t
     return {"predict_seconds": round(predict_s, 2)}, _evaluate(payload, job_dir, predictions)
 

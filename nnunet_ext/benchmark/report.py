@@ -19,6 +19,7 @@ from nnunet_ext.benchmark import stats
 from nnunet_ext.benchmark.jobs import FAILED, FINISHED, RUNNING, read_job_record
 from nnunet_ext.benchmark.spec import METRICS, Spec, lookup_spec, parse_spec
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.metrics.false_positives import FP_KEYS
 
 STUDY_FILE = "study.json"
 JOB_LABEL = "-"      # label of job-level metrics (timings, command-row metrics)
@@ -79,8 +80,9 @@ def per_case_records(jobs: list[dict]) -> list[dict]:
         for case, values in per_case.items():
             for metric, value in values.items():
                 records.append({**base, "case": case, "label": JOB_LABEL, "metric": metric, "value": value})
+        # train and ensemble jobs evaluate into summary.json; a command row may write one too ({job_dir}/summary.json)
         summary_path = Path(job["dir"]) / "summary.json"
-        if job["kind"] in ("train", "ensemble") and summary_path.is_file():
+        if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             for case in summary["metric_per_case"]:
                 name = case_name(case["reference_file"])
@@ -89,6 +91,10 @@ def per_case_records(jobs: list[dict]) -> list[dict]:
                         value = metrics.get(metric)
                         records.append({**base, "case": name, "label": label, "metric": metric,
                                         "value": math.nan if value is None else float(value)})
+            for name, figures in (summary.get("negative_scans") or {}).get("per_case", {}).items():
+                for key in FP_KEYS:  # false positives of scans without reference foreground: FP_any, FP_ml, ...
+                    records.append({**base, "case": name, "label": JOB_LABEL, "metric": key.replace("fp_", "FP_"),
+                                    "value": float(figures[key])})
     return records
 
 
@@ -129,10 +135,15 @@ def analyse(spec: Spec, jobs: list[dict]) -> dict:
         table.setdefault(row, {}).setdefault(label, {})[metric] = stats.describe(
             case_values, seeds, boot["confidence"], boot["n_resamples"], boot["seed"])
     paired: dict[str, dict] = {}
+    # rows evaluated on another dataset's test cases share case names, not cases: never pair them
+    datasets = {r.label: r.dataset for r in spec.rows}
     if spec.baseline:
         for (row, label, metric), values in per_case_values.items():
             base = per_case_values.get((spec.baseline, label, metric))
             if row == spec.baseline or base is None or label == JOB_LABEL:
+                continue
+            if None not in (datasets.get(row), datasets.get(spec.baseline)) and \
+                    datasets[row] != datasets[spec.baseline]:
                 continue
             comparison = stats.paired_comparison(values, base, boot["confidence"], boot["n_resamples"], boot["seed"])
             paired.setdefault(row, {}).setdefault(label, {})[metric] = comparison

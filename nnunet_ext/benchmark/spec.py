@@ -86,8 +86,10 @@ class RowSpec:
     timeout_min: float | None = None
     predict: bool = True              # train rows: False = train only (e.g. a prerequisite model such as the DKM DM)
     evaluate: str = "test"            # train rows: "test" (predict the test images) or "validation" (the fold's
-                                      # nnU-Net validation predictions vs labelsTr: cross-validation)
+                                      # nnU-Net validation predictions vs labelsTr: cross-validation) or "none"
+                                      # (predict the test images for a later row, e.g. a merge; no metrics)
     hc18_csv: str | None = None       # train rows: HC18 CSV -> per-case HC_abs_diff_mm and HD95_px
+    predict_args: tuple[str, ...] = ()  # train rows: extra nnUNetv2_predict arguments (e.g. --save_probabilities)
 
 
 @dataclass(frozen=True)
@@ -270,8 +272,6 @@ def _dataset(entry: Any, path: str) -> DatasetSpec:
     labeled = _get(entry, "labeled_cases", path, (int,))
     if labeled is not None and not 1 <= labeled <= cases:
         raise UserInputError(f"{path}.labeled_cases must be in 1..{cases}, got {labeled}")
-    if labeled is not None and pre_only_id is None:
-        raise UserInputError(f"{path}.labeled_cases needs {path}.pre_only_id")
     options = dict(_get(entry, "options", path, (dict,), default={}))
     shape = _get(entry, "shape", path, (list,))
     if shape is not None:
@@ -293,8 +293,8 @@ def _check_id(value: int, path: str) -> None:
 
 _ROW_COMMON = {"label", "kind", "folds", "seeds", "requires", "env"}
 _TRAIN_KEYS = _ROW_COMMON | {"trainer", "dataset", "configuration", "plans", "schedule", "ensemble", "test_images",
-                             "test_labels", "predict", "evaluate", "hc18_csv"}
-EVALUATE_SETS = ("test", "validation")
+                             "test_labels", "predict", "evaluate", "hc18_csv", "predict_args"}
+EVALUATE_SETS = ("test", "validation", "none")
 _COMMAND_KEYS = _ROW_COMMON | {"command", "setup", "teardown", "cwd", "extract", "json", "timeout_min"}
 
 
@@ -360,6 +360,10 @@ def _row(entry: Any, path: str, defaults: dict) -> RowSpec:
         if entry.get("ensemble"):
             raise UserInputError(f"{path}.evaluate: validation rows are cross-validated, not ensembled")
         ensemble = False
+    if evaluate == "none":
+        if entry.get("ensemble"):
+            raise UserInputError(f"{path}.evaluate: none has no metrics to ensemble")
+        ensemble = False
     if entry.get("ensemble") and len(numeric) < 2:
         raise UserInputError(f"{path}.ensemble needs at least two numbered folds, the row has {list(folds)}")
     definition = {**definition, "env": env, "schedule": schedule, "folds": [str(f) for f in folds],
@@ -368,7 +372,8 @@ def _row(entry: Any, path: str, defaults: dict) -> RowSpec:
                    dataset=dataset, configuration=definition["configuration"], plans=_get(entry, "plans", path, (str,)),
                    schedule=schedule, test_images=_get(entry, "test_images", path, (str,)),
                    test_labels=_get(entry, "test_labels", path, (str,)), predict=predict, evaluate=evaluate,
-                   hc18_csv=_get(entry, "hc18_csv", path, (str,)), **common)
+                   hc18_csv=_get(entry, "hc18_csv", path, (str,)),
+                   predict_args=tuple(_str_list(entry.get("predict_args") or [], f"{path}.predict_args")), **common)
 
 
 _TOP_KEYS = {"name", "description", "datasets", "rows", "folds", "seeds", "metrics", "labels", "baseline",

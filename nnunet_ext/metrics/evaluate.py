@@ -14,6 +14,10 @@ counts those cases (``foreground_mean`` sums the counts), and ``--distance_penal
 distances with the image diagonal in mm (:func:`nnunet_ext.metrics.segmentation.image_diagonal_mm`); the summary
 records the choice under ``distance_penalty``.
 
+Negative scans (a reference without any nonzero label) get false-positive figures under ``negative_scans``: per
+case and averaged, the share with any predicted foreground, its volume in ml and its connected components
+(:mod:`nnunet_ext.metrics.false_positives`, the FP column of BHSD Table 2).
+
 ``--hc18_csv CSV`` (an HC18 ``pixel_size_and_HC`` CSV: filename, pixel size (mm), head circumference (mm)) adds the
 HC18 challenge metric under ``head_circumference``: per case the circumference of the ellipse fitted to the
 prediction's foreground (:mod:`nnunet_ext.metrics.head_circumference`), in mm with the prediction's own pixel spacing
@@ -35,6 +39,7 @@ import numpy as np
 
 from nnunet_ext.atomic import atomic_output_file
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.metrics.false_positives import negative_scan_false_positives, summarize_false_positives
 from nnunet_ext.metrics.segmentation import (METRIC_NAMES, compute_case_metrics, distance_undefined,
                                              empty_label_metrics, image_diagonal_mm)
 
@@ -78,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
     for metric in ("Dice", "HD95", "ASD"):
         note = f" ({undefined} case-labels undefined, penalty: {args.distance_penalty})" if metric != "Dice" else ""
         print(f"  foreground mean {metric}: {summary['foreground_mean'][metric]:.4f}{note}")
+    negatives = summary["negative_scans"]
+    if negatives["n_cases"]:
+        print(f"  {negatives['n_cases']} negative scans (no reference foreground): "
+              f"{negatives['mean_fp_any']:.1%} with a false positive, mean {negatives['mean_fp_ml']:.3f} ml, "
+              f"{negatives['mean_fp_components']:.2f} components")
     if "head_circumference" in summary:
         hc = summary["head_circumference"]
         print(f"  head circumference: mean absolute difference {hc['mean_abs_diff_mm']:.2f} mm over "
@@ -175,11 +185,14 @@ def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[in
     reference_labels = [int(v) for v in reference_values if v != 0]
     if labels is None:
         labels = sorted(set(reference_labels) | {int(v) for v in prediction_values if v != 0})
-    return {"reference_file": str(reference_file), "prediction_file": str(prediction_file),
+    case = {"reference_file": str(reference_file), "prediction_file": str(prediction_file),
             "metrics": compute_case_metrics(reference, prediction, labels, reference_spacing,
                                             undefined_distance=image_diagonal_mm(reference.shape, reference_spacing)
                                             if distance_penalty == "diagonal" else None),
             "n_voxels": int(reference.size), "reference_labels": reference_labels}
+    if not reference_labels:  # a negative scan: any predicted foreground is a false alarm
+        case["false_positives"] = negative_scan_false_positives(prediction, reference_spacing)
+    return case
 
 
 def _nanmean(values: list[float]) -> float:
@@ -206,8 +219,9 @@ def _summarize(cases: list[dict], labels: list[int], distance_penalty: str = "no
         warnings.simplefilter("ignore", RuntimeWarning)  # mean of no foreground label is NaN, on purpose
         foreground_mean = {m: float(np.mean([per_label[m] for per_label in foreground])) for m in METRIC_NAMES}
     foreground_mean["n_distance_undefined"] = sum(per_label["n_distance_undefined"] for per_label in foreground)
+    negatives = {case_name(c["reference_file"]): c["false_positives"] for c in cases if "false_positives" in c}
     return {"metric_per_case": metric_per_case, "mean": mean, "foreground_mean": foreground_mean,
-            "distance_penalty": distance_penalty}
+            "distance_penalty": distance_penalty, "negative_scans": summarize_false_positives(negatives)}
 
 
 def head_circumference_summary(names: Sequence[str], pred_dir: Path, hc18_csv: Path) -> dict:

@@ -71,8 +71,12 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
     synth_record = {"kind": kind_name, "seed": seed, "cases": cases, "test_cases": test_cases,
                     "options": {k: list(options[k]) if isinstance(options[k], tuple) else options[k] for k in given}}
     if pre_only_id is None:
+        # --labeled_cases alone: the cases beyond k keep their images and lose their labels (a semi-supervised pool)
+        unlabeled = [identifier for identifier, _ in train[labeled_cases:]] if labeled_cases else []
+        if labeled_cases:
+            synth_record["labeled_cases"] = labeled_cases
         specs = [RawDatasetSpec(dataset_id, name, kind.channel_names, labels, train, test,
-                                extra_json={"synth": synth_record})]
+                                extra_json={"synth": synth_record}, unlabeled=unlabeled)]
     else:
         # The DKM pair: the DCE dataset (all channels, every case) trains the diffusion module, which uses no
         # labels; the pre-contrast-only copy keeps the first k cases with their labels. Cases beyond k are
@@ -106,7 +110,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pre_only_id", type=int, default=None,
                    help="also write a copy with channel 0 only (pre-contrast) under this id, same case ids")
     p.add_argument("--labeled_cases", type=int, default=None,
-                   help="with --pre_only_id: how many training cases the pre-only copy keeps (default all)")
+                   help="how many training cases keep their labels (default all); the others are written with an "
+                        "all-background placeholder label and listed in dataset.json unlabeled_cases (with "
+                        "--pre_only_id: how many cases the pre-only copy keeps)")
     p.add_argument("--shape", type=int, nargs="+", default=None, help="image shape (z y x, or y x for 2D kinds)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="kind-specific option, repeatable; VALUE is parsed as JSON, else taken as a string "

@@ -37,8 +37,8 @@ Physical model (facts from /work/shared/PHANTOMS.md, "Head CT with hemorrhage"; 
   in-plane point-spread function (sigma 0.5 px), quantum noise N(0, 5-10 HU), rounding to integer HU and clipping to
   [-1024, 3071].
 
-Labels: 0 background, 1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH. Channel "CT" (nnU-Net's CTNormalization; BHSD windows
-[-40, 120] HU).
+Labels: 0 background, 1 EDH, 2 IPH, 3 IVH, 4 SAH, 5 SDH; with ``merge_classes``, 0 background and 1 hemorrhage (the
+same scans). Channel "CT" (nnU-Net's CTNormalization; BHSD windows [-40, 120] HU).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from scipy import ndimage
 from nnunet_ext.synth._shapes import (block_mean, block_mode, ellipsoid_radius, grid_mm, level_set_distance,
                                       radial_depth, rotate_in_plane, smooth_random_field)
 from nnunet_ext.synth.base import PhantomCase, PhantomKind, register
-from nnunet_ext.synth.options import Integer, Number, Option, Shape
+from nnunet_ext.synth.options import Flag, Integer, Number, Option, Shape
 
 KIND = "head_ct_ich"
 DEFAULT_SHAPE = (16, 64, 64)
@@ -248,10 +248,15 @@ def render_head_ct(rng: np.random.Generator, shape=DEFAULT_SHAPE, negative_fract
                   tissue=block_mode(tissue, factor, len(TISSUE_NAMES)), spacing=spacing, bleeds=bleeds)
 
 
-def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, **opts) -> PhantomCase:
-    """One nnU-Net case: channel 0 = HU image, label = BHSD classes (options as :func:`render_head_ct`)."""
+MERGED_LABELS = {"background": 0, "hemorrhage": 1}
+
+
+def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, merge_classes: bool = False, **opts) -> PhantomCase:
+    """One nnU-Net case: channel 0 = HU image, label = BHSD classes (options as :func:`render_head_ct`), or one
+    hemorrhage class with ``merge_classes`` (the binary task of BHSD Table 4; the scans are the same)."""
     scan = render_head_ct(rng, shape, **opts)
-    return PhantomCase(images=[scan.hu], label=scan.label, spacing=scan.spacing)
+    label = (scan.label > 0).astype(scan.label.dtype) if merge_classes else scan.label
+    return PhantomCase(images=[scan.hu], label=label, spacing=scan.spacing)
 
 
 # What ``nnunet-ext synth head_ct_ich --option KEY=VALUE`` accepts (defaults as in :func:`render_head_ct`).
@@ -263,9 +268,10 @@ OPTIONS = (
     Option("noise_hu", Number(0.0, 500.0), None, "image noise sigma in HU; null: 5-10 HU drawn per scan",
            optional=True),
     Option("supersample", Integer(1, 4), 2, "render on a grid this many times finer, then average (partial volume)"),
+    Option("merge_classes", Flag(), False, "one label 'hemorrhage' for every bleed type (BHSD Table 4's binary task)"),
 )
 
 register(PhantomKind(
     name=KIND, dataset_name="HeadCTICH", channel_names={"0": "CT"}, labels=LABELS, make_case=make_case,
     description="non-contrast head CT (HU) with EDH/IPH/IVH/SAH/SDH hemorrhages, ~30% negative scans",
-    option_specs=OPTIONS))
+    option_specs=OPTIONS, labels_for=lambda options: MERGED_LABELS if options["merge_classes"] else LABELS))

@@ -71,6 +71,10 @@ class ExtTrainerBase(nnUNetTrainer):
     - ``conformance_overrides``: class attributes the suite sets on the declaring class while it runs, so the class
       stays the same importable object (e.g. CPU-sized widths for a paper-sized network). Subclasses that inherit an
       overridden attribute see the preset value; subclasses that set the attribute themselves keep their own.
+    - ``conformance_variant_of``: name of an exported trainer whose code this class shares, differing only in
+      settings (class attributes, e.g. a paper's table rows: a number of negatives, a class id, a width). The suite
+      checks that claim (neither class, nor any class between it and the shared code, defines a method) and then runs
+      only the name lookup and pickling checks for the variant; the representative gets the full run.
     """
 
     num_epochs_default: int | None = None        # None: keep nnU-Net's 1000
@@ -79,6 +83,7 @@ class ExtTrainerBase(nnUNetTrainer):
     initial_lr_default: float | None = None
     supported_configurations: tuple[str, ...] = ("2d", "3d_fullres")
     conformance_overrides: Mapping[str, Any] = MappingProxyType({})  # read-only: a shared mutable default would leak
+    conformance_variant_of: str | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):

@@ -46,10 +46,11 @@ def _value(row, case_index, seed, fold):
     return base if row == "base" else base + 0.1 + 0.01 * case_index
 
 
-def _write_study(tmp_path, commit_for=lambda job: CODE["commit"]):
-    spec = parse_spec(copy.deepcopy(SPEC))
+def _write_study(tmp_path, commit_for=lambda job: CODE["commit"], spec_data=SPEC):
+    spec = parse_spec(copy.deepcopy(spec_data))
     workdir = tmp_path / "wd"
-    jobs = plan_jobs(spec, workdir, fake_datasets(tmp_path, (601,)), "cpu", CODE)
+    ids = tuple(sorted({d["id"] for d in spec_data["datasets"]}))
+    jobs = plan_jobs(spec, workdir, fake_datasets(tmp_path, ids), "cpu", CODE)
     for job in jobs:
         job.dir.mkdir(parents=True)
         status = FAILED if job.label == "broken" and job.seed == 1 and job.fold == 0 else FINISHED
@@ -73,7 +74,7 @@ def _write_study(tmp_path, commit_for=lambda job: CODE["commit"]):
                                                 "HD95": hd95, "ASD": 1.0}}})
             (job.dir / "summary.json").write_text(json.dumps({"metric_per_case": cases}))
         (job.dir / "job.json").write_text(json.dumps(record))
-    study = {"name": "rep", "spec_file": "rep.yaml", "spec": SPEC, "workdir": str(workdir),
+    study = {"name": "rep", "spec_file": "rep.yaml", "spec": spec_data, "workdir": str(workdir),
              "results": str(tmp_path / "results"), "device": "cpu", "executor": "local", "invocation": "bench run",
              "jobs": [{"id": j.id, "label": j.label, "kind": j.kind, "fold": j.fold, "seed": j.seed, "key": j.key,
                        "requires": j.requires} for j in jobs]}
@@ -106,6 +107,35 @@ def test_report_statistics_match_numpy_and_scipy(tmp_path):
     assert data["base_hd95_undefined"] == 1          # the missed lesion has no HD95
     assert data["n_seeds"] == 2 and data["n_cases"] == 5 and data["timing_seconds"] == pytest.approx(10.5)
     assert data["commit"] == CODE["commit"] and data["base_train_seconds"] == 100.0
+
+
+def test_command_rows_with_a_summary_and_negative_scans_get_case_metrics(tmp_path):
+    """A command row that evaluates into {job_dir}/summary.json (e.g. merged predictions) is read like a training
+    row; negative scans of any summary add per-case FP_any / FP_ml / FP_components (label "-")."""
+    workdir, jobs = _write_study(tmp_path)
+    fp = {"test_0000": {"fp_any": 1.0, "fp_ml": 2.0, "fp_components": 3.0, "fp_voxels": 9.0},
+          "test_0001": {"fp_any": 0.0, "fp_ml": 0.0, "fp_components": 0.0, "fp_voxels": 0.0}}
+    for job in jobs:
+        if job.label == "timing":
+            cases = [{"reference_file": f"/ref/{c}.nii.gz", "prediction_file": f"/p/{c}.nii.gz",
+                      "metrics": {"1": {"Dice": 0.25 * (1 + job.seed)}}} for c in CASES]
+            (job.dir / "summary.json").write_text(json.dumps({"metric_per_case": cases,
+                                                              "negative_scans": {"per_case": fp}}))
+    data = build_report(workdir, command="nnunet-ext benchmark report wd")
+    metrics = data["rows"]["timing"]["metrics"]
+    assert metrics["1"]["Dice"]["mean"] == pytest.approx(0.375)  # seeds 0 and 1 averaged per case
+    assert metrics["-"]["FP_any"]["mean"] == pytest.approx(0.5) and metrics["-"]["FP_ml"]["mean"] == 1.0
+    assert metrics["-"]["FP_components"]["n_cases"] == 2
+
+
+def test_rows_on_another_dataset_are_not_paired_with_the_baseline(tmp_path):
+    spec = copy.deepcopy(SPEC)
+    spec["datasets"].append({"synth": "breast_dce", "id": 603, "cases": 5})
+    spec["rows"][1]["dataset"] = 603  # "better": same case names, other cases
+    workdir, _ = _write_study(tmp_path, spec_data=spec)
+    data = build_report(workdir, command="nnunet-ext benchmark report wd")
+    assert "better" not in {row for row, entry in data["rows"].items() if entry.get("paired")}
+    assert data["rows"]["broken"]["paired"]["1"]["Dice"]["n_pairs"] > 0  # same dataset: still paired
 
 
 def test_failed_jobs_are_marked_with_their_logs_and_left_out(tmp_path):

@@ -110,6 +110,10 @@ def test_base_spec_is_valid():
     ("rows[0].evaluate", "validation", None),  # folds 0 and 1: cross-validation
     ("rows[1].evaluate", "validation", r"^rows\[1\]\.evaluate: validation rows are cross-validated, not ensembled"),
     ("rows[0].hc18_csv", 3, r"^rows\[0\]\.hc18_csv must be a string"),
+    ("rows[0].evaluate", "none", None),  # predict only, for a later row
+    ("rows[1].evaluate", "none", r"^rows\[1\]\.evaluate: none has no metrics to ensemble"),
+    ("rows[0].predict_args", ["--save_probabilities"], None),
+    ("rows[0].predict_args", "--save_probabilities", r"^rows\[0\]\.predict_args must be a list"),
 ])
 def test_bad_spec_is_one_line_naming_the_key(path, value, message):
     data = _set(BASE, path, value)
