@@ -216,6 +216,24 @@ def _camus_gt(array: np.ndarray, spacing=(0.3, 0.15)):
     return setup
 
 
+def _bhsd_volume(relative: str, array: np.ndarray, **geometry):
+    """Replace a volume of the world's fake BHSD release (``bhsd/label_192/...``)."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tests.datasets_conversion.test_bhsd import write_volume
+
+        write_volume(world / "bhsd" / relative, array, **geometry)
+    return setup
+
+
+def _bhsd_split_overlap(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The world's BHSD split file with one training scan listed for test too."""
+    from tests.datasets_conversion.test_bhsd import TEST, TRAIN
+
+    (world / "bhsd" / "dataset.json").write_text(json.dumps({
+        "training": [{"image": f"./imagesTr/{n}.nii.gz"} for n in TRAIN],
+        "test": [f"./imagesTs/{n}.nii.gz" for n in TEST + TRAIN[:1]]}))
+
+
 def _img2d_nan_nifti(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Image a as NIfTI (its mask stays a.png) with one NaN pixel."""
     image = np.ones((12, 10), np.float32)
@@ -484,17 +502,22 @@ HC18 = ["convert", "hc18", "-i", f"{W}/hc18", "-d", "11", "--raw", f"{W}/out_raw
 CAMUS = ["convert", "camus", "-i", f"{W}/camus", "-d", "11", "--raw", f"{W}/out_raw"]
 IMG2D = ["convert", "image_folder_2d", "-i", f"{W}/img2d/images", "-m", f"{W}/img2d/masks", "-d", "11", "--raw",
          f"{W}/out_raw"]
+BHSD = ["convert", "bhsd", "-i", f"{W}/bhsd", "-d", "11", "--raw", f"{W}/out_raw"]
 # out_raw exists (as a user's nnUNet_raw does); the converters' dataset folders must not appear in it
 OUT_NIFTI = f"{W}/out_raw/Dataset011_DCENifti"
 OUT_HC18 = f"{W}/out_raw/Dataset011_HC18"
 OUT_NACT = f"{W}/out_raw/Dataset011_BreastMRINACTPilot"
 OUT_CAMUS = f"{W}/out_raw/Dataset011_CAMUS"
 OUT_IMG2D = f"{W}/out_raw/Dataset011_ImageFolder2D"
+OUT_BHSD = f"{W}/out_raw/Dataset011_BHSD"
+# the fake BHSD release of tests/datasets_conversion/test_bhsd.py: TRAIN[1] and TEST[0] are scans of it
+BHSD_GT = "label_192/ground truths/ID_aaaa0001_ID_bbbb000002.nii.gz"
+BHSD_IMAGE = "label_192/images/ID_aaaa0004_ID_bbbb000005.nii.gz"
 CAMUS_PATIENT = "camus/training/patient0001"
 
 CONVERT_ROWS = [
     _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
-          r"unknown converter 'kits23' \(choose from breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
+          r"unknown converter 'kits23' \(choose from bhsd, breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
           r"image_folder_2d\)"),
     # dce_nifti_folder
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
@@ -639,6 +662,31 @@ CONVERT_ROWS = [
           r"--test_images folder .*nope does not exist", absent=OUT_IMG2D),
     _case("convert-img2d-missing_arguments", ["convert", "image_folder_2d", "-i", f"{W}/img2d/images"],
           r"^the following arguments are required: -m, -d"),
+    # bhsd
+    _case("convert-bhsd-missing_source", [*BHSD[:3], f"{W}/nope", *BHSD[4:]], r"source folder .*nope does not exist",
+          absent=OUT_BHSD),
+    _case("convert-bhsd-no_release_layout", [*BHSD[:3], f"{W}/eval", *BHSD[4:]],
+          r"no label_192/images/ folder in .*eval \(BHSD layout", absent=OUT_BHSD),
+    _case("convert-bhsd-image_without_ground_truth", BHSD,
+          r"image without ground truth: .*ID_aaaa0001_ID_bbbb000002\.nii\.gz \(no ID_aaaa0001_ID_bbbb000002\.nii\.gz",
+          setup=_delete(f"bhsd/{BHSD_GT}"), absent=OUT_BHSD),
+    _case("convert-bhsd-geometry_mismatch", BHSD,
+          r"ground truth .*ID_aaaa0001_ID_bbbb000002\.nii\.gz is not on the grid of its image .*\(spacing",
+          setup=_bhsd_volume(BHSD_GT, np.zeros((4, 8, 8), np.uint8), spacing=(2.5, 0.45, 0.45)), absent=OUT_BHSD),
+    _case("convert-bhsd-bad_label_value", BHSD,
+          r"ground truth .*ID_aaaa0001_ID_bbbb000002\.nii\.gz has values 9; BHSD labels are 0\.\.5",
+          setup=_bhsd_volume(BHSD_GT, np.full((4, 8, 8), 9, np.uint8)), absent=OUT_BHSD),
+    _case("convert-bhsd-corrupt_nifti", BHSD, r"cannot read image .*ID_aaaa0004_ID_bbbb000005\.nii\.gz: not a NIfTI",
+          setup=_garbage(f"bhsd/{BHSD_IMAGE}"), absent=OUT_BHSD),
+    _case("convert-bhsd-case_in_both_splits", BHSD,
+          r"dataset\.json lists 1 case\(s\) in both training and test: ID_aaaa0001_ID_bbbb000001",
+          setup=_bhsd_split_overlap, absent=OUT_BHSD),
+    _case("convert-bhsd-too_many_negatives", [*BHSD, "--negatives", "99"],
+          r"--negatives 99: only 4 pool scan\(s\) in .*unlabel_1980 have no bleeding", absent=OUT_BHSD),
+    _case("convert-bhsd-bad_count", [*BHSD, "--unlabeled", "many"],
+          r"--unlabeled must be a non-negative integer or 'all', got 'many'", absent=OUT_BHSD),
+    _case("convert-bhsd-missing_arguments", ["convert", "bhsd", "-i", f"{W}/bhsd"],
+          r"^the following arguments are required: -d"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -692,6 +740,46 @@ FFPN_ROWS = [
           r"the following arguments are required: --csv, -o, -d"),
     _case("ffpn-no_action", ["ffpn"], r"the following arguments are required: action"),
     _case("ffpn-unknown_action", ["ffpn", "predict-hc19"], r"argument action: invalid choice: 'predict-hc19'"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: bhsd merge
+
+MERGE_OUT = f"{W}/out_merge"
+MERGE = ["bhsd", "merge", "-i", f"{W}/merge_in/class2", f"{W}/merge_in/class4", "-o", MERGE_OUT]
+
+BHSD_ROWS = [
+    _case("bhsd-missing_input_folder", [*MERGE[:3], f"{W}/nope", *MERGE[4:]], r"prediction folder not found: .*nope",
+          absent=MERGE_OUT),
+    _case("bhsd-one_input_folder", [*MERGE[:4], *MERGE[5:]], r"merging needs at least two prediction folders",
+          absent=MERGE_OUT),
+    _case("bhsd-no_dataset_json", MERGE, r"class4 has no dataset\.json", setup=_delete("merge_in/class4/dataset.json"),
+          absent=MERGE_OUT),
+    _case("bhsd-multi_class_model", MERGE, r"class4/dataset\.json: a one-class model has exactly one foreground",
+          setup=_json("merge_in/class4/dataset.json", {"labels": {"background": 0, "a": 1, "b": 2}}),
+          absent=MERGE_OUT),
+    _case("bhsd-same_class_twice", MERGE, r"two folders hold the same class",
+          setup=_json("merge_in/class4/dataset.json", {"labels": {"background": 0, "c2": [2]}}), absent=MERGE_OUT),
+    _case("bhsd-region_of_two_labels", MERGE, r"region \[1, 2\] of several labels cannot be merged",
+          setup=_json("merge_in/class4/dataset.json", {"labels": {"background": 0, "bleed": [1, 2]}}),
+          absent=MERGE_OUT),
+    _case("bhsd-missing_probabilities", MERGE, r"--rule probability needs .*class4/case_000\.npz",
+          setup=_delete("merge_in/class4/case_000.npz"), absent=MERGE_OUT),
+    _case("bhsd-corrupt_probabilities", MERGE, r"cannot read probabilities from .*class2/case_000\.npz",
+          setup=_garbage("merge_in/class2/case_000.npz"), absent=MERGE_OUT),
+    _case("bhsd-corrupt_prediction", [*MERGE, "--rule", "priority"], r"cannot read image .*class2/case_000\.nii\.gz",
+          setup=_truncate("merge_in/class2/case_000.nii.gz"), absent=MERGE_OUT),
+    _case("bhsd-different_cases", MERGE, r"hold different cases \(e\.g\. case_000\.nii\.gz\)",
+          setup=_delete("merge_in/class4/case_000.nii.gz"), absent=MERGE_OUT),
+    _case("bhsd-bad_priority", [*MERGE, "--rule", "priority", "--priority", "2", "3"],
+          r"--priority \[2, 3\] must list each class of the inputs \[2, 4\] once", absent=MERGE_OUT),
+    _case("bhsd-unknown_rule", [*MERGE, "--rule", "vote"], r"argument --rule: invalid choice: 'vote'",
+          absent=MERGE_OUT),
+    _case("bhsd-output_exists", MERGE, r"output .*out_merge already exists \(pass --overwrite",
+          setup=_folder("out_merge", {"mine.txt": b"keep me"})),
+    _case("bhsd-output_inside_input", [*MERGE[:-1], f"{W}/merge_in/class2/merged"],
+          r"output .*class2/merged lies inside the input", absent=f"{W}/merge_in/class2/merged"),
+    _case("bhsd-no_action", ["bhsd"], r"the following arguments are required: action"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -764,7 +852,7 @@ DISPATCHER_ROWS = [
 ]
 
 CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
-                     + FFPN_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
+                     + FFPN_ROWS + BHSD_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
 
 
 def count_cases() -> int:
@@ -797,6 +885,7 @@ def _build_world(root: Path) -> None:
     import torch
 
     from nnunet_ext.imageio import write_image
+    from tests.datasets_conversion.test_bhsd import write_release
     from tests.datasets_conversion.test_breast_mri_nact_pilot import write_study
     from tests.datasets_conversion.test_camus import write_patient
 
@@ -836,6 +925,7 @@ def _build_world(root: Path) -> None:
                                                          "conversion": {"downsample": 1}}))
 
     write_patient(root / "camus" / "training" / "patient0001", ".mhd", 1, singleton=True)  # 24 x 20, 0.3 x 0.15 mm
+    write_release(root / "bhsd")  # 6 labelled 4 x 8 x 8 scans, a pool of 8, the slice-level CSV
     for folder in ("images", "masks"):
         (root / "img2d" / folder).mkdir(parents=True)
     for name in ("a", "b"):
@@ -857,6 +947,16 @@ def _build_world(root: Path) -> None:
                                                         "file_ending": ".nii.gz"}))
         torch.save({"network_weights": {}, "trainer_name": "DKMDiffusionTrainer_small",
                     "init_args": {"configuration": configuration}}, model / "fold_all" / "checkpoint_final.pth")
+    # two one-class prediction folders (nnUNetv2_predict layout) for bhsd merge
+    for label in (2, 4):
+        folder = root / "merge_in" / f"class{label}"
+        folder.mkdir(parents=True)
+        (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0, f"c{label}": 1},
+                                                         "nnunet_ext_single_class": {"name": f"c{label}",
+                                                                                     "value": label}}))
+        mask = (_label_map(label) > 0).astype(np.uint8)
+        _write_label(folder / "case_000.nii.gz", mask)
+        np.savez_compressed(folder / "case_000.npz", probabilities=np.stack([1 - mask, mask]).astype(np.float16))
 
 
 @pytest.fixture(scope="module")
