@@ -47,7 +47,8 @@ def test_cli_writes_summary_and_csv(folders, capsys):
     assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir)]) == 0
     assert "foreground mean Dice" in capsys.readouterr().out
     summary = json.loads((pred_dir / "summary.json").read_text())
-    assert set(summary) == {"metric_per_case", "mean", "foreground_mean", "distance_penalty"}
+    assert set(summary) == {"metric_per_case", "mean", "foreground_mean", "distance_penalty", "negative_scans"}
+    assert summary["negative_scans"]["n_cases"] == 0  # every reference here has foreground
     assert len(summary["metric_per_case"]) == 3 and set(summary["mean"]) == {"1", "2"}
 
     for seed, case in enumerate(summary["metric_per_case"]):
@@ -268,3 +269,22 @@ def test_hc18_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, mutate,
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and re.search(message, error), error
     assert not (pred_dir / "summary.json").exists() and not (pred_dir / "per_case.csv").exists()
+
+
+def test_negative_scans_get_false_positive_figures(tmp_path):
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    bleed = np.zeros((4, 8, 8), np.uint8)
+    bleed[1:3, 2:5, 2:5] = 1
+    write_image(ref_dir / "sick.nii.gz", bleed, SPACING)
+    write_image(pred_dir / "sick.nii.gz", bleed, SPACING)
+    alarm = np.zeros((4, 8, 8), np.uint8)
+    alarm[0, :2, :2] = 1
+    for name, prediction in (("healthy_alarm", alarm), ("healthy_quiet", np.zeros_like(alarm))):
+        write_image(ref_dir / f"{name}.nii.gz", np.zeros_like(alarm), SPACING)
+        write_image(pred_dir / f"{name}.nii.gz", prediction, SPACING)
+    negatives = evaluate_folders(ref_dir, pred_dir)["negative_scans"]
+    assert negatives["n_cases"] == 2 and negatives["mean_fp_any"] == 0.5
+    assert negatives["per_case"]["healthy_alarm"]["fp_ml"] == pytest.approx(4 * np.prod(SPACING) / 1000)
+    assert negatives["per_case"]["healthy_quiet"]["fp_components"] == 0.0
