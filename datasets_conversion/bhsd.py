@@ -369,23 +369,11 @@ def plan_cases(source: Path, split: str | Path | None = None, pool: str | Path |
 # reading and checking volumes
 
 
-def _read_error(exc: RuntimeError) -> str:
-    message = str(exc)
-    if "Unable to determine ImageIO reader" in message:
-        return "not a NIfTI file SimpleITK can read (unknown format or damaged header)"
-    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
-    lines = [line.split("ERROR: ", 1)[1] if "ERROR: " in line else line for line in lines
-             if not line.startswith("Exception thrown")]
-    return " ".join(lines) or "unreadable"
-
-
 def read_volume(path: Path, what: str, scratch: Path):
     """The 3D scalar volume at ``path`` as a SimpleITK image; unreadable, truncated, non-3D or NaN-holding files are a
     UserInputError naming the file."""
-    import SimpleITK as sitk
-
     from nnunet_ext.datasets_conversion._2d_common import nifti_nan_count
-    from nnunet_ext.imageio import check_gzip_complete
+    from nnunet_ext.imageio import read_sitk_image
 
     readable = path
     if volume_stem(path.name) == path.name:  # no suffix, as label_192.zip ships them: a copy with one, for ITK
@@ -394,14 +382,7 @@ def read_volume(path: Path, what: str, scratch: Path):
         readable = scratch / f"{path.name}{'.nii.gz' if gzipped else '.nii'}"
         shutil.copyfile(path, readable)
     try:
-        try:
-            image = sitk.ReadImage(str(readable))
-        except RuntimeError as exc:
-            raise UserInputError(f"cannot read {what} {path}: {_read_error(exc)}") from None
-        try:  # SimpleITK zero-fills a truncated .nii.gz without an error
-            check_gzip_complete(readable)
-        except UserInputError:
-            raise UserInputError(f"cannot read {what} {path}: truncated or corrupt gzip data") from None
+        image = read_sitk_image(readable, what, shown_as=path)
         if image.GetNumberOfComponentsPerPixel() != 1 or image.GetDimension() != 3:
             raise UserInputError(f"{what} {path} is a {image.GetDimension()}D image with "
                                  f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel; BHSD scans are 3D "

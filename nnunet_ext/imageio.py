@@ -31,19 +31,42 @@ def write_image(path: str | Path, array: np.ndarray, spacing: Sequence[float],
     sitk.WriteImage(img, str(path), useCompression=True)
 
 
+def sitk_error_reason(exc: RuntimeError) -> str:
+    """SimpleITK's multi-line exception text as one readable clause (for one-line errors)."""
+    message = str(exc)
+    if "Unable to determine ImageIO reader" in message:
+        return "not an image file SimpleITK can read (unknown format or damaged header)"
+    lines = [" ".join(line.split()) for line in message.splitlines() if line.strip()]
+    lines = [line.split("ERROR: ", 1)[1] if "ERROR: " in line else line for line in lines
+             if not line.startswith("Exception thrown")]
+    return " ".join(lines) or "unreadable"
+
+
+def read_sitk_image(path: str | Path, what: str = "image", shown_as: str | Path | None = None):
+    """The SimpleITK image at ``path`` (geometry included). A missing, unreadable or truncated file is a one-line
+    UserInputError naming ``what`` and ``shown_as`` (default ``path``; e.g. the user's file for a renamed copy)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    shown = shown_as if shown_as is not None else path
+    if not path.is_file():
+        raise UserInputError(f"missing file: {shown}")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise UserInputError(f"cannot read {what} {shown}: {sitk_error_reason(exc)}") from None
+    try:  # SimpleITK zero-fills a truncated .nii.gz without an error
+        check_gzip_complete(path)
+    except UserInputError:
+        raise UserInputError(f"cannot read {what} {shown}: truncated or corrupt gzip data") from None
+    return image
+
+
 def read_image(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """Read an image as (array (z, y, x), spacing (z, y, x)); a missing or unreadable file is a UserInputError."""
     import SimpleITK as sitk
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"missing file: {path}")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise UserInputError(f"cannot read image {path}: {first}") from None
-    check_gzip_complete(path)
+    img = read_sitk_image(path)
     return sitk.GetArrayFromImage(img), tuple(float(s) for s in reversed(img.GetSpacing()))
 
 

@@ -301,7 +301,7 @@ CHECKS = [
      r"has non-integer values \(0\.5\); labels are the integers 0\.\.5"),
     ("nan_in_image", _nan_image, {}, rf"image .*{TRAIN[0]}\.nii\.gz contains 1 NaN voxel"),
     ("corrupt_nifti", lambda src: (src / IMAGE).write_bytes(b"not a NIfTI file " * 20), {},
-     rf"cannot read image .*{TEST[0]}\.nii\.gz: not a NIfTI file"),
+     rf"cannot read image .*{TEST[0]}\.nii\.gz: not an image file SimpleITK can read"),
     ("truncated_gzip", _truncated_image, {}, rf"cannot read image .*{TEST[0]}\.nii\.gz: truncated or corrupt gzip"),
     ("too_many_negatives", None, {"negatives": 5},
      r"--negatives 5: only 4 pool scan\(s\) in .*unlabel_1980 have no bleeding on any slice per"),

@@ -86,21 +86,6 @@ def _probability(folder: Path, case: str, label: int) -> np.ndarray:
     return probabilities[0] if len(probabilities) == 1 else probabilities[1]
 
 
-def _read(path: Path):
-    """A SimpleITK image (geometry included); an unreadable or truncated file is a one-line UserInputError."""
-    import SimpleITK as sitk
-
-    from nnunet_ext.imageio import check_gzip_complete
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise UserInputError(f"cannot read image {path}: {first}") from None
-    check_gzip_complete(path)
-    return image
-
-
 def _class_name(folder: Path, label: int) -> str:
     record = json.loads((folder / "dataset.json").read_text()).get("nnunet_ext_single_class") or {}
     return str(record.get("name", label))
@@ -114,6 +99,7 @@ def merge_folders(inputs: Sequence[str | Path], output: str | Path, rule: str = 
     import SimpleITK as sitk
 
     from nnunet_ext.atomic import atomic_output_dir
+    from nnunet_ext.imageio import read_sitk_image
     from nnunet_ext.metrics.evaluate import case_name
 
     if rule not in RULES:
@@ -149,7 +135,7 @@ def merge_folders(inputs: Sequence[str | Path], output: str | Path, rule: str = 
     per_case: dict[str, dict[str, float]] = {}
     with atomic_output_dir(output, overwrite=overwrite, inputs=folders, written_by="nnunet-ext bhsd merge") as tmp:
         for name in names:
-            images = {label: _read(folder / name) for label, folder in zip(classes, folders)}
+            images = {label: read_sitk_image(folder / name, "prediction") for label, folder in zip(classes, folders)}
             first = images[classes[0]]
             for label, image in images.items():
                 if image.GetSize() != first.GetSize() or not np.allclose(image.GetSpacing(), first.GetSpacing()):
@@ -165,7 +151,7 @@ def merge_folders(inputs: Sequence[str | Path], output: str | Path, rule: str = 
             out.CopyInformation(first)
             sitk.WriteImage(out, str(tmp / name), useCompression=True)
             if reference is not None:
-                truth = sitk.GetArrayFromImage(_read(reference / name))
+                truth = sitk.GetArrayFromImage(read_sitk_image(reference / name, "reference"))
                 if truth.shape != merged.shape:
                     raise UserInputError(f"{reference / name}: shape {truth.shape} differs from the predictions' "
                                          f"{merged.shape}")
