@@ -77,6 +77,8 @@ CONVERTER = "datasets_conversion.bhsd"
 DEFAULT_NAME = "BHSD"
 FILE_ENDING = ".nii.gz"
 LABELS = {"background": 0, "EDH": 1, "IPH": 2, "IVH": 3, "SAH": 4, "SDH": 5}
+#: ``--merge_classes``: every bleed type as one foreground label (the binary task of BHSD Table 4)
+MERGED_LABELS = {"background": 0, "hemorrhage": 1}
 LABELLED_FOLDER = "label_192"
 IMAGE_FOLDER = "images"
 GROUND_TRUTH_FOLDERS = ("ground truths", "ground_truths", "labels")
@@ -438,8 +440,8 @@ def empty_label(image):
 def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: str | None = None,
             overwrite: bool = False, split: str | Path | None = None, pool: str | Path | None = None,
             csv_path: str | Path | None = None, unlabeled: int | str = 0, negatives: int | str = 0,
-            seed: int | None = None, progress=None) -> Path:
-    """Python API behind the CLI: write the dataset and return its folder."""
+            seed: int | None = None, progress=None, merge_classes: bool = False) -> Path:
+    """Python API behind the CLI: write the dataset and return its folder (``merge_classes``: labels 0/1)."""
     import SimpleITK as sitk
 
     from nnunet_ext.atomic import atomic_output_dir
@@ -462,6 +464,10 @@ def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: 
                                            image, case["image"])
             else:
                 label = empty_label(image)
+            if merge_classes:
+                merged = sitk.Cast(label > 0, sitk.sitkUInt8)
+                merged.CopyInformation(label)
+                label = merged
             sitk.WriteImage(image, str(tmp / f"images{case['split']}" / f"{case['id']}_0000{FILE_ENDING}"), True)
             sitk.WriteImage(label, str(tmp / f"labels{case['split']}" / f"{case['id']}{FILE_ENDING}"), True)
             if progress is not None:
@@ -470,7 +476,8 @@ def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: 
         training = [c for c in cases if c["split"] == "Tr"]
         of_kind = {kind: [c["id"] for c in training if c["kind"] == kind] for kind in ("negative", "unlabeled")}
         dataset = {
-            "channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": len(training),
+            "channel_names": {"0": "CT"}, "labels": MERGED_LABELS if merge_classes else LABELS,
+            "numTraining": len(training),
             "file_ending": FILE_ENDING, "name": name,
             "description": "BHSD brain hemorrhage CT (Wu et al., MLMI 2023), reconstructed from RSNA 2019 slices; "
                            "labels EDH, IPH, IVH, SAH, SDH; imagesTs/labelsTs = the official 96 test scans",
@@ -492,6 +499,7 @@ def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: 
                            "pool": str(facts["pool"].resolve()) if facts["pool"] else None,
                            "csv": str(facts["csv"].resolve()) if facts["csv"] else None,
                            "negatives": negatives, "unlabeled": unlabeled, "seed": seed,
+                           "merge_classes": merge_classes,
                            "excluded_from_pool": facts["excluded_from_pool"],
                            "cases": {c["id"]: str(c["image"].resolve()) for c in cases}},
         }
@@ -520,13 +528,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="other pool scans to add as unlabeled training cases (a number or 'all'; default 0)")
     parser.add_argument("--seed", type=int, default=None,
                         help="sample the pool scans with this seed (default: the first N in sorted order)")
+    parser.add_argument("--merge_classes", action="store_true",
+                        help="one label 'hemorrhage' for every bleed type (the binary task of BHSD Table 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id")
 
 
 def run(args: argparse.Namespace) -> int:
     folder = convert(args.input, args.dataset_id, name=args.name, raw=args.raw, overwrite=args.overwrite,
                      split=args.split, pool=args.pool, csv_path=args.csv, unlabeled=args.unlabeled,
-                     negatives=args.negatives, seed=args.seed, progress=print)
+                     negatives=args.negatives, seed=args.seed, progress=print, merge_classes=args.merge_classes)
     print(f"wrote {folder}")
     return 0
 

@@ -157,10 +157,27 @@ def test_missing_spec_file(tmp_path):
         load_spec(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("name", ["dkm", "foundation", "slurm_local", "ffpn"])
+@pytest.mark.parametrize("name", ["dkm", "foundation", "slurm_local", "ffpn", "bhsd", "bhsd_release"])
 def test_committed_specs_are_valid(name):
     spec = load_spec(SPECS / f"{name}.yaml")
-    assert spec.name == {"dkm": "dkm", "foundation": "demo", "slurm_local": "slurm_local", "ffpn": "ffpn"}[name]
+    assert spec.name == {"foundation": "demo"}.get(name, name)
+
+
+@pytest.mark.parametrize("name", ["bhsd", "bhsd_release"])
+def test_bhsd_specs_have_the_four_tables_of_the_issue(name):
+    spec = load_spec(SPECS / f"{name}.yaml")
+    classes = ("EDH", "IPH", "IVH", "SAH", "SDH", "mean")
+    for model in ("nnunet", "unetr", "swin_unetr"):
+        assert all(f"table1.{model}.{c}" in spec.summary for c in classes), model
+    counts = {key.split(".")[1] for key in spec.summary if key.startswith("table2.")}
+    assert "0" in counts and len(counts) >= 2
+    assert all(f"table2.{n}.{k}" in spec.summary for n in counts for k in (*classes, "fp"))
+    for model in ("multi_class", "merged_single_class"):
+        assert all(f"table3.{model}.{c}" in spec.summary for c in classes), model
+    assert {"table4.suponly.dice", "table4.cps.dice"} <= set(spec.summary)
+    merge = next(r for r in spec.rows if r.label == "5class merge")
+    assert set(merge.requires) == {f"1class {c}" for c in classes[:5]}
+    assert {r.trainer for r in spec.rows} >= {"BHSDTrainer", "CPSTrainer", "SupOnlyTrainer"}
 
 
 @pytest.mark.parametrize("key, message", [

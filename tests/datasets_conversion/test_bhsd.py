@@ -149,6 +149,16 @@ def test_release_converts_split_negatives_unlabeled_and_groups(release, tmp_path
         assert label.shape == SHAPE and not label.any() and label_header.GetOrigin() == header.GetOrigin()
 
 
+def test_merge_classes_writes_one_hemorrhage_label(release, tmp_path):
+    folder = bhsd.convert(release, 437, raw=tmp_path / "raw", merge_classes=True)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "hemorrhage": 1} and dataset["conversion"]["merge_classes"]
+    for seed, name in enumerate(TRAIN + TEST):
+        split = "Tr" if name in TRAIN else "Ts"
+        label, _ = read(folder / f"labels{split}" / f"{name}.nii.gz")
+        assert np.array_equal(label, (bleed(seed) > 0).astype(np.uint8)) and label.dtype == np.uint8
+
+
 def test_output_passes_nnunet_integrity_check_and_overwrite_rule(release, tmp_path, verify_with_nnunet):
     folder = bhsd.convert(release, 436, raw=tmp_path / "raw", negatives=1, unlabeled=1)
     verify_with_nnunet(folder)
