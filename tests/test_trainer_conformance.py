@@ -68,7 +68,7 @@ def conformance(tmp_path_factory):
         patch.setenv("nnUNet_ext_seed", "0")
         patch.setenv("nnUNet_ext_deterministic", "0")  # "1" would switch torch's global deterministic mode for good
         for variable in ("nnUNet_ext_dkm_dm_checkpoint", "nnUNet_ext_dkm_dm_fold", "nnUNet_ext_epochs",
-                         "nnUNet_ext_iters", "nnUNet_ext_val_iters"):
+                         "nnUNet_ext_adam_lr", "nnUNet_ext_iters", "nnUNet_ext_val_iters"):
             patch.delenv(variable, raising=False)  # a developer's shell must not steer the suite
         # raising=True (the default): an override naming an attribute the class lacks is a typo and fails here
         for klass, attribute, value in declared_overrides(TRAINERS):
@@ -145,6 +145,24 @@ def test_code_owner_finds_methods_and_ignores_settings():
 def test_supported_configurations_are_known(cls):
     configurations = supported_configurations(cls)
     assert configurations and set(configurations) <= {"2d", "3d_fullres"}, configurations
+
+
+@pytest.mark.parametrize("trainer_name", ["DemoTrainerSGD", "DemoTrainer", "BHSDTrainer_UNETR"])
+def test_adam_lr_variable_replaces_any_optimizer(conformance, trainer_name, monkeypatch):
+    """nnUNet_ext_adam_lr: Adam at that lr with nnU-Net's poly decay, whatever the trainer configures itself."""
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+    from tests.conformance_helpers import create_trainer
+
+    cls = next(c for c in TRAINERS if c.__name__ == trainer_name)
+    monkeypatch.setenv("nnUNet_ext_adam_lr", "0.002")
+    trainer = create_trainer(cls, conformance.dataset_for(cls), primary_configuration(cls))
+    with quiet():
+        trainer.initialize()
+    assert type(trainer.optimizer) is torch.optim.Adam and trainer.optimizer.param_groups[0]["lr"] == 0.002
+    assert isinstance(trainer.lr_scheduler, PolyLRScheduler) and trainer.initial_lr == 0.002
+    params = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert params == {id(p) for p in trainer.network.parameters()}
 
 
 # --- 1. network builds --------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Environment variables (read when the trainer is created, logged in the training 
   model the same budget this way) |
 | ``nnUNet_ext_skip_final_validation=1`` | skip nnU-Net's prediction of the validation cases after training (integration
   tests that predict their own test cases save its worker start-up; ``nnUNetv2_find_best_configuration`` needs it) |
+| ``nnUNet_ext_adam_lr=LR`` | replace the trainer's optimizer by Adam at LR with nnU-Net's poly decay (every model of a
+  short CPU benchmark: nnU-Net's SGD learns nothing in a few hundred steps); logged |
 
 Trainers that override ``train_step`` call :meth:`ExtTrainerBase.backward_and_step` (nnU-Net's GradScaler logic) and
 reach submodules through :attr:`ExtTrainerBase.network_module` (unwraps DDP and ``torch.compile``), so they stay
@@ -32,6 +34,15 @@ from torch import nn
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
+
+
+def adam_with_poly_decay(parameters, lr: float, weight_decay: float, num_epochs: int):
+    """Adam at ``lr`` with nnU-Net's poly learning-rate decay (nnU-Net's ``nnUNetTrainerVanillaAdam`` recipe):
+    ``(optimizer, scheduler)`` as ``configure_optimizers`` returns them."""
+    from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+    optimizer = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+    return optimizer, PolyLRScheduler(optimizer, lr, num_epochs)
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
@@ -97,20 +108,29 @@ class ExtTrainerBase(nnUNetTrainer):
         for attr, value in schedule.items():
             if value is not None:
                 setattr(self, attr, value)
+        adam_lr = os.environ.get("nnUNet_ext_adam_lr", "").strip()
+        self.adam_lr = float(adam_lr) if adam_lr else None
+        if self.adam_lr is not None:
+            self.initial_lr = self.adam_lr
         self.seed = _env_int("nnUNet_ext_seed") or 0
         self.deterministic = os.environ.get("nnUNet_ext_deterministic", "0").lower() in ("1", "true", "t")
         self.print_to_log_file(
             f"nnunet-ext: seed={self.seed} deterministic={self.deterministic} epochs={self.num_epochs} "
             f"iters={self.num_iterations_per_epoch} val_iters={self.num_val_iterations_per_epoch} "
-            f"lr={self.initial_lr}", also_print_to_console=False)
+            f"lr={self.initial_lr}" + (" optimizer=Adam (nnUNet_ext_adam_lr)" if self.adam_lr is not None else ""),
+            also_print_to_console=False)
 
     def initialize(self):
-        if not self.was_initialized:
+        first_time = not self.was_initialized
+        if first_time:
             # seed before the network is built so initial weights are reproducible
             seed_everything(self.seed)
             if self.deterministic:
                 enable_deterministic_algorithms()
         super().initialize()
+        if first_time and self.adam_lr is not None:  # after the subclass's own configure_optimizers: overrides it
+            self.optimizer, self.lr_scheduler = adam_with_poly_decay(self.network.parameters(), self.adam_lr,
+                                                                     self.weight_decay, self.num_epochs)
 
     @property
     def network_module(self) -> nn.Module:

@@ -9,10 +9,7 @@ with the 2d configuration: about 2-3 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
-import torch
-from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
-
-from nnunet_ext.training.base import ExtTrainerBase
+from nnunet_ext.training.base import ExtTrainerBase, adam_with_poly_decay
 
 
 class DemoTrainerSGD(ExtTrainerBase):
@@ -29,8 +26,7 @@ class DemoTrainer(DemoTrainerSGD):
     initial_lr_default = 1e-3
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+        return adam_with_poly_decay(self.network.parameters(), self.initial_lr, self.weight_decay, self.num_epochs)
 
 
 class TinyTrainer(ExtTrainerBase):
