@@ -4,6 +4,10 @@
   cross-attention and the deformable windowed cross-attention (DW-MCA, Eq. 2), 2D and 3D.
 - :mod:`.transform`: pull-back warping with voxel displacement fields (``SpatialTransformer``), one-hot label
   warping, and scaling-and-squaring integration of a stationary velocity field, 2D and 3D.
+- :mod:`.network`: the TM-DCA network (``TMDCA``): moving and fixed Swin encoders sharing patch embedding and patch
+  merging, joined by deformable cross-attention in both directions, and TransMorph's ConvNet decoder predicting a
+  voxel displacement (or, ``diffeomorphic=True``, a stationary velocity integrated by scaling and squaring);
+  presets ``paper`` (the authors' 3-level config) and ``small`` (CPU), 2D and 3D.
 
-Not built yet: the network assembly (dual encoders, patch merging, ConvNet decoder), the trainer and the CLI.
+Not built yet: the trainer and the CLI.
 """
