@@ -10,7 +10,9 @@ Modules, in pipeline order:
 - :mod:`~nnunet_ext.benchmark.executors`: local (sequential or ``--jobs N``) and SLURM (submitit) execution;
 - :mod:`~nnunet_ext.benchmark.stats`: bootstrap CIs, paired differences, Wilcoxon, seed aggregation;
 - :mod:`~nnunet_ext.benchmark.report`: markdown/CSV/JSON tables, provenance, plots;
-- :mod:`~nnunet_ext.benchmark.cli`: the ``benchmark`` verb.
+- :mod:`~nnunet_ext.benchmark.cli`: the ``benchmark`` verb;
+- :mod:`~nnunet_ext.benchmark.timing`: time and peak-memory helpers for the speed/cost command rows (one fresh
+  process per measured model: FFPN speed, DCA cost).
 
 The schema and the statistical conventions are documented in ``benchmarks/README.md``.
 """

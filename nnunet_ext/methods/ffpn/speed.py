@@ -19,20 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from nnunet_ext.benchmark.timing import peak_memory_mb, reset_peak_memory, rss_mb, run_json_child
+
 MODELS = ("unet", "ffpn", "ffpn_r", "unet_default_width")
-
-
-def _rss_mb() -> float:
-    """Current resident set size in MB (Linux /proc)."""
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * resource.getpagesize() / 2 ** 20
 
 
 def _build(model: str, plans: dict, size: int):
@@ -61,12 +54,11 @@ def measure(model: str, plans: dict, size: int, device: str, warmup: int, repeat
     import torch
 
     torch.manual_seed(0)
-    before = _rss_mb()
+    before = rss_mb()
     network, input_size = _build(model, plans, size)
     network = network.to(device).eval()
     x = torch.randn(1, 1, input_size, input_size, device=device)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    reset_peak_memory(device)
     with torch.inference_mode():
         for _ in range(warmup):
             network(x)
@@ -78,12 +70,9 @@ def measure(model: str, plans: dict, size: int, device: str, warmup: int, repeat
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2 ** 20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before  # ru_maxrss is in kB
-    return {"images_per_s": repeats / elapsed, "peak_mem_mb": peak, "input": [input_size, input_size],
-            "parameters": sum(p.numel() for p in network.parameters()), "threads": torch.get_num_threads()}
+    return {"images_per_s": repeats / elapsed, "peak_mem_mb": peak_memory_mb(device, before),
+            "input": [input_size, input_size], "parameters": sum(p.numel() for p in network.parameters()),
+            "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,11 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {}
     for model in MODELS:
-        out = subprocess.run([sys.executable, "-m", "nnunet_ext.methods.ffpn.speed", "--plans", args.plans, "-o",
-                              args.o, "--size", str(args.size), "--device", args.device, "--warmup",
-                              str(args.warmup), "--repeats", str(args.repeats), "--model", model],
-                             capture_output=True, text=True, check=True).stdout
-        results[model] = json.loads(out.strip().splitlines()[-1])
+        results[model] = run_json_child([sys.executable, "-m", "nnunet_ext.methods.ffpn.speed", "--plans", args.plans,
+                                         "-o", args.o, "--size", str(args.size), "--device", args.device, "--warmup",
+                                         str(args.warmup), "--repeats", str(args.repeats), "--model", model])
         print(f"{model}: {results[model]['images_per_s']:.2f} images/s, peak {results[model]['peak_mem_mb']:.0f} MB")
     flat = {f"{m}_{k}": v for m, r in results.items() for k, v in r.items() if k in ("images_per_s", "peak_mem_mb")}
     flat["ffpn_speedup_vs_unet"] = results["ffpn"]["images_per_s"] / results["unet"]["images_per_s"]
