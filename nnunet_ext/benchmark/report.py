@@ -404,6 +404,7 @@ def render_markdown(spec: Spec, study: dict, jobs: list[dict], analysis: dict, s
         lines += _md_table(["row", "metric", "value", "std", "seeds", "cases"], body) + [""]
 
     if summary:
+        lines += _summary_tables(summary)
         lines += ["## Summary figures (`" + spec.name + ".json`)", ""]
         lines += _md_table(["key", "value"], [[k, _fmt(v, 4) if not isinstance(v, list) else
                                                "[" + ", ".join(_fmt(x, 4) for x in v) + "]"]
@@ -419,6 +420,23 @@ def render_markdown(spec: Spec, study: dict, jobs: list[dict], analysis: dict, s
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _summary_tables(summary: dict) -> list[str]:
+    """Summary keys ``TABLE.ROW.COLUMN`` with single values, shown as one table per TABLE (rows and columns in the
+    spec's order), e.g. a paper's table layout (``table1.nnunet.EDH``); every key is also in the list below."""
+    tables: dict[str, dict[str, dict[str, object]]] = {}
+    for key, value in summary.items():
+        parts = key.split(".")
+        if len(parts) == 3 and not isinstance(value, (list, dict)):
+            tables.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = value
+    lines = []
+    for name, rows in tables.items():
+        columns = list(dict.fromkeys(column for values in rows.values() for column in values))
+        lines += [f"## Summary table `{name}`", ""]
+        lines += _md_table(["", *columns], [[row, *(_fmt(values[c], 4) if c in values else "" for c in columns)]
+                                            for row, values in rows.items()]) + [""]
+    return lines
 
 
 def _csv_text(spec: Spec, analysis: dict) -> str:

@@ -199,6 +199,17 @@ def test_report_of_a_folder_that_is_no_study(tmp_path):
         build_report(tmp_path)
 
 
+def test_three_part_summary_keys_are_also_shown_as_tables():
+    from nnunet_ext.benchmark.report import _summary_tables
+
+    summary = {"t1.nnunet.EDH": 0.5, "t1.nnunet.mean": 0.25, "t1.unetr.EDH": None, "t1.unetr.mean": 0.125,
+               "ci.t1_diff": [0.1, 0.2], "other.flat": 3.0, "t2.0.fp": 1.0}
+    text = "\n".join(_summary_tables(summary))
+    assert "## Summary table `t1`" in text and "## Summary table `t2`" in text and "ci" not in text
+    assert "| nnunet | 0.5000 | 0.2500 |" in text and "| unetr | n/a | 0.1250 |" in text
+    assert "| 0 | 1.0000 |" in text
+
+
 def test_dotted_summary_keys_become_nested_objects():
     from nnunet_ext.benchmark.report import nested
 
