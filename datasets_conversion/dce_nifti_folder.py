@@ -85,21 +85,12 @@ def _role_order(role: str) -> tuple[int, int]:
 
 
 def _read(path: Path, where: str):
-    import SimpleITK as sitk
-
-    from nnunet_ext.imageio import check_gzip_complete
+    from nnunet_ext.imageio import read_sitk_image
 
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[-1] if lines else "unreadable"
-        raise UserInputError(f"{where}: cannot read {path}: {reason}") from None
-    try:  # SimpleITK zero-fills a truncated .nii.gz without an error
-        check_gzip_complete(path)
-    except UserInputError:
-        raise UserInputError(f"{where}: cannot read {path}: truncated or corrupt gzip data") from None
-    return image
+        return read_sitk_image(path)
+    except UserInputError as exc:  # the case folder first: the user finds the case, then the file
+        raise UserInputError(f"{where}: {exc}") from None
 
 
 def _nan_voxels(path: Path) -> int:
