@@ -784,6 +784,71 @@ BHSD_ROWS = [
     _case("bhsd-no_action", ["bhsd"], r"the following arguments are required: action"),
 ]
 
+REG_OUT = f"{W}/out_register"
+REG = ["register", "-f", f"{W}/register/fixed.nii.gz", "-m", f"{W}/register/moving.nii.gz", "-o", REG_OUT]
+REG_SEGS = [*REG, "-ms", f"{W}/register/moving_seg.nii.gz", "-fs", f"{W}/register/fixed_seg.nii.gz"]
+REG_NO_RESAMPLING = r": register does not resample, bring both onto one grid first"
+
+
+def _register_nan() -> np.ndarray:
+    image = np.ones((6, 8, 8), np.float32)
+    image[2, 3, 4] = np.nan
+    return image
+
+
+REGISTER_ROWS = [
+    _case("register-missing_moving", [*REG[:4], f"{W}/register/nope.nii.gz", *REG[5:]],
+          r"missing file: .*register/nope\.nii\.gz", absent=REG_OUT),
+    _case("register-corrupt_moving", REG, r"cannot read moving image \(-m\) .*moving\.nii\.gz",
+          setup=_truncate("register/moving.nii.gz"), absent=REG_OUT),
+    _case("register-shape_mismatch", REG,
+          r"fixed image \(-f\) .*fixed\.nii\.gz has shape \(6, 8, 8\) but moving image \(-m\) .*moving\.nii\.gz "
+          r"has shape \(6, 8, 9\)" + REG_NO_RESAMPLING,
+          setup=_image("register/moving.nii.gz", np.zeros((6, 8, 9), np.float32)), absent=REG_OUT),
+    _case("register-spacing_mismatch", REG,
+          r"has spacing \(2\.0, 1\.0, 1\.0\) but moving image \(-m\) .*moving\.nii\.gz has spacing "
+          r"\(1\.0, 1\.0, 1\.0\)" + REG_NO_RESAMPLING,
+          setup=_image("register/moving.nii.gz", np.zeros((6, 8, 8), np.float32), spacing=(1.0, 1.0, 1.0)),
+          absent=REG_OUT),
+    _case("register-nan_image", REG, r"moving image \(-m\) .*moving\.nii\.gz contains 1 NaN or infinite voxel",
+          setup=_image("register/moving.nii.gz", _register_nan()), absent=REG_OUT),
+    _case("register-image_too_small", REG,
+          r"fixed image \(-f\) .*fixed\.nii\.gz has shape \(3, 8, 8\): register needs at least 5 voxels",
+          setup=_image("register/fixed.nii.gz", np.zeros((3, 8, 8), np.float32)), absent=REG_OUT),
+    _case("register-float_labels", REG_SEGS,
+          r"moving segmentation \(-ms\) .*moving_seg\.nii\.gz: labels must be non-negative integers, found 0\.5",
+          setup=_image("register/moving_seg.nii.gz", np.full((6, 8, 8), 0.5, np.float32)), absent=REG_OUT),
+    _case("register-negative_labels", REG_SEGS,
+          r"fixed segmentation \(-fs\) .*fixed_seg\.nii\.gz: labels must be non-negative integers, found -1",
+          setup=_image("register/fixed_seg.nii.gz", np.full((6, 8, 8), -1, np.int16)), absent=REG_OUT),
+    _case("register-segmentation_shape_mismatch", REG_SEGS,
+          r"moving image \(-m\) .*has shape \(6, 8, 8\) but moving segmentation \(-ms\) .*has shape \(6, 8, 7\)",
+          setup=_image("register/moving_seg.nii.gz", np.zeros((6, 8, 7), np.uint8)), absent=REG_OUT),
+    _case("register-npz_without_image", [*REG[:4], f"{W}/register/other.npz", *REG[5:]],
+          r"moving image \(-m\) .*other\.npz has no array 'vol' or 'vol_data' \(arrays: image, mask\)",
+          absent=REG_OUT),
+    _case("register-unknown_preset", [*REG, "--preset", "huge"],
+          r"--preset huge: unknown TM-DCA preset; choose one of paper, small", absent=REG_OUT),
+    _case("register-zero_iterations", [*REG, "--iterations", "0"], r"--iterations must be >= 1, got 0",
+          absent=REG_OUT),
+    _case("register-iterations_not_a_number", [*REG, "--iterations", "many"],
+          r"argument --iterations: invalid int value: 'many'", absent=REG_OUT),
+    _case("register-zero_lr", [*REG, "--lr", "0"], r"--lr must be a number > 0, got 0\.0", absent=REG_OUT),
+    _case("register-negative_lambda_reg", [*REG, "--lambda_reg=-1"], r"--lambda_reg must be a number >= 0, got -1",
+          absent=REG_OUT),
+    _case("register-lambda_seg_without_fixed_seg", [*REG, "-ms", f"{W}/register/moving_seg.nii.gz", "--lambda_seg",
+                                                    "1"], r"--lambda_seg 1 needs both -ms and -fs", absent=REG_OUT),
+    _case("register-unknown_device", [*REG, "--device", "tpu"], r"--device must be cpu or cuda, got 'tpu'",
+          absent=REG_OUT),
+    _case("register-cuda_without_gpu", [*REG, "--device", "cuda"], r"--device cuda: no CUDA device is available",
+          setup=_no_cuda, absent=REG_OUT),
+    _case("register-output_exists", REG, r"output .*out_register already exists \(pass --overwrite",
+          setup=_folder("out_register", {"mine.txt": b"keep me"})),
+    _case("register-output_contains_inputs", [*REG[:-1], f"{W}/register"], r"output .*register contains the input"),
+    _case("register-missing_arguments", ["register", "-f", f"{W}/register/fixed.nii.gz"],
+          r"the following arguments are required: -m, -o"),
+]
+
 # ----------------------------------------------------------------------------------------------------------------------
 # rows: demo, env, benchmark, the dispatcher itself
 
@@ -854,7 +919,7 @@ DISPATCHER_ROWS = [
 ]
 
 CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
-                     + FFPN_ROWS + BHSD_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
+                     + FFPN_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
 
 
 def count_cases() -> int:
@@ -959,6 +1024,14 @@ def _build_world(root: Path) -> None:
         mask = (_label_map(label) > 0).astype(np.uint8)
         _write_label(folder / "case_000.nii.gz", mask)
         np.savez_compressed(folder / "case_000.npz", probabilities=np.stack([1 - mask, mask]).astype(np.float16))
+    # a fixed/moving pair with label maps for register (its own generator: the files above stay as they were)
+    (root / "register").mkdir()
+    pair = np.random.default_rng(10).uniform(0, 1, (2, 6, 8, 8)).astype(np.float32)
+    _write_label(root / "register" / "fixed.nii.gz", pair[0])
+    _write_label(root / "register" / "moving.nii.gz", pair[1])
+    for name, image in (("fixed_seg", pair[0]), ("moving_seg", pair[1])):
+        _write_label(root / "register" / f"{name}.nii.gz", (image > 0.5).astype(np.uint8))
+    np.savez(root / "register" / "other.npz", image=pair[0], mask=pair[0] > 0.5)
 
 
 @pytest.fixture(scope="module")

@@ -9,5 +9,11 @@
   voxel displacement (or, ``diffeomorphic=True``, a stationary velocity integrated by scaling and squaring);
   presets ``paper`` (the authors' 3-level config) and ``small`` (CPU), 2D and 3D.
 
-Not built yet: the trainer and the CLI.
+- :mod:`.register` / :mod:`.cli`: ``nnunet-ext register``: one pair by instance optimisation (local NCC + diffusion
+  regulariser [+ label Dice]), outputs in the Learn2Reg layout with the Jacobian determinant and metrics.
+- :mod:`.cost`: time and memory of deformable vs XMorpher-style vs self windowed attention.
+
+Shared: :mod:`nnunet_ext.metrics.registration` (Dice, HD95, SDlogJ, % det J <= 0, NDV).
+Not built yet (issue #10): ``DCARegSegTrainer`` and atlas-based prediction through ``nnUNetv2_predict``,
+``register`` with a trained model, the OASIS and pairs converters, and the benchmarks.
 """
