@@ -9,7 +9,19 @@ from nnunetv2.preprocessing.resampling.no_resampling import no_resampling_hack
 from nnunet_ext.errors import UserInputError
 
 
-class CPUPlanner(ExperimentPlanner):
+class GroupedSplits:
+    """Mixin for an nnU-Net ExperimentPlanner: after planning, write ``splits_final.json`` from dataset.json
+    ``case_groups`` (patients, examinations) so folds never split a group; an existing split is kept."""
+
+    def plan_experiment(self):
+        plans = super().plan_experiment()
+        from .splits import write_grouped_splits
+
+        write_grouped_splits(self.dataset_name, self.dataset_json)  # only when dataset.json has case_groups
+        return plans
+
+
+class CPUPlanner(GroupedSplits, ExperimentPlanner):
     """nnU-Net's default planning with a narrower U-Net (16 base / 128 max features in 3D, 256 in 2D) and a 2 GB
     memory target, so patches and networks are small enough to train on a CPU. Plans name: ``nnUNetPlansCPU``
     (pass ``-p nnUNetPlansCPU`` to ``nnUNetv2_train``/``nnUNetv2_predict``)."""
@@ -22,13 +34,6 @@ class CPUPlanner(ExperimentPlanner):
         self.UNet_base_num_features = 16
         self.UNet_max_features_3d = 128
         self.UNet_max_features_2d = 256
-
-    def plan_experiment(self):
-        plans = super().plan_experiment()
-        from .splits import write_grouped_splits
-
-        write_grouped_splits(self.dataset_name, self.dataset_json)  # only when dataset.json has case_groups
-        return plans
 
 
 class WholeImage2DPlanner(CPUPlanner):

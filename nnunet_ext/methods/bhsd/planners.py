@@ -18,7 +18,7 @@ from __future__ import annotations
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
 
 from nnunet_ext.errors import UserInputError
-from nnunet_ext.planning.planners import CPUPlanner
+from nnunet_ext.planning.planners import CPUPlanner, GroupedSplits
 
 #: The paper's window in HU.
 BHSD_WINDOW_HU = (-40.0, 120.0)
@@ -55,7 +55,7 @@ class _CTWindow:
         return super().save_plans(plans)
 
 
-class BHSDPlanner(_CTWindow, ExperimentPlanner):
+class BHSDPlanner(_CTWindow, GroupedSplits, ExperimentPlanner):
     """nnU-Net's default planner with the BHSD window [-40, 120] HU (plans ``nnUNetPlansBHSD``)."""
 
     def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 8,
@@ -63,13 +63,6 @@ class BHSDPlanner(_CTWindow, ExperimentPlanner):
                  overwrite_target_spacing=None, suppress_transpose: bool = False):
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
                          overwrite_target_spacing, suppress_transpose)
-
-    def plan_experiment(self):
-        plans = super().plan_experiment()
-        from nnunet_ext.planning.splits import write_grouped_splits
-
-        write_grouped_splits(self.dataset_name, self.dataset_json)  # patient groups, when dataset.json has them
-        return plans
 
 
 class BHSDCPUPlanner(_CTWindow, CPUPlanner):

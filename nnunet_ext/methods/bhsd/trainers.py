@@ -199,11 +199,19 @@ class _SingleOutputNetwork:
     initial_lr_default = 1e-4
     weight_decay = 1e-5
     supported_configurations = ("3d_fullres",)
+    network_builder = None  # build_unetr / build_swin_unetr, called with ``network_kwargs``
+    network_kwargs: dict = {}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True) -> nn.Module:
+        return cls.network_builder(num_input_channels, num_output_channels, configuration_manager.patch_size,
+                                   **cls.network_kwargs)
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # one output
@@ -216,14 +224,9 @@ class _SingleOutputNetwork:
 class BHSDTrainer_UNETR(_SingleOutputNetwork, BHSDTrainer):
     """MONAI UNETR in nnU-Net's pipeline (BHSD Table 1 "UNETR")."""
 
+    network_builder = staticmethod(build_unetr)
     network_kwargs = {"feature_size": 16, "hidden_size": 768, "mlp_dim": 3072, "num_heads": 12}
     conformance_overrides = {"network_kwargs": {"feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_heads": 2}}
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=True) -> nn.Module:
-        return build_unetr(num_input_channels, num_output_channels, configuration_manager.patch_size,
-                           **cls.network_kwargs)
 
 
 class BHSDTrainer_UNETR_cpu(BHSDTrainer_UNETR):
@@ -237,14 +240,9 @@ class BHSDTrainer_UNETR_cpu(BHSDTrainer_UNETR):
 class BHSDTrainer_SwinUNETR(_SingleOutputNetwork, BHSDTrainer):
     """MONAI Swin UNETR in nnU-Net's pipeline (BHSD Table 1 "Swin UNETR")."""
 
+    network_builder = staticmethod(build_swin_unetr)
     network_kwargs = {"feature_size": 48}
     conformance_overrides = {"network_kwargs": {"feature_size": 12, "depths": (1, 1, 1, 1)}}
-
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=True) -> nn.Module:
-        return build_swin_unetr(num_input_channels, num_output_channels, configuration_manager.patch_size,
-                                **cls.network_kwargs)
 
 
 class BHSDTrainer_SwinUNETR_cpu(BHSDTrainer_SwinUNETR):
