@@ -89,7 +89,13 @@ NORMALISATION = "min-max to [0, 1] per image (a constant image becomes 0)"
 
 # ------------------------------------------------------------------ loss terms
 def local_ncc(fixed, warped, window: int = NCC_WINDOW, eps: float = NCC_EPS):
-    """Local normalised cross-correlation loss of VoxelMorph (``voxelmorph/torch/losses.py``, ``NCC``).
+    """Local normalised cross-correlation loss of VoxelMorph: ``-mean(local_ncc_map(...))``."""
+    return -local_ncc_map(fixed, warped, window, eps).mean()
+
+
+def local_ncc_map(fixed, warped, window: int = NCC_WINDOW, eps: float = NCC_EPS):
+    """Per-voxel squared local correlation ``cc`` of VoxelMorph's NCC loss (``voxelmorph/torch/losses.py``,
+    ``NCC``), ``(B, C, *spatial)``; :func:`local_ncc` is ``-mean(cc)``.
 
     With box sums ``S[.]`` over the ``w^n`` window around every voxel (zero padding, stride 1), ``N = w^n`` and
     ``mu_I = S[I] / N``::
@@ -131,7 +137,7 @@ def local_ncc(fixed, warped, window: int = NCC_WINDOW, eps: float = NCC_EPS):
     cross = sum_ij - mu_j * sum_i - mu_i * sum_j + mu_i * mu_j * size
     var_i = sum_ii - 2 * mu_i * sum_i + mu_i * mu_i * size
     var_j = sum_jj - 2 * mu_j * sum_j + mu_j * mu_j * size
-    return -(cross * cross / (var_i * var_j + eps)).mean()
+    return cross * cross / (var_i * var_j + eps)
 
 
 def diffusion_regulariser(displacement):
