@@ -75,12 +75,43 @@ class WholeImage2DPlanner(CPUPlanner):
             raise RuntimeError(f"{type(self).__name__} plans 2D images only; use CPUPlanner")
         transpose_forward, _ = self.determine_transpose()
         largest = np.max(np.asarray(self.dataset_fingerprint["shapes_after_crop"]), 0)[transpose_forward][1:]
-        # a memory target this large never shrinks the patch; the batch size is set below
-        memory_target, self.UNet_vram_target_GB = self.UNet_vram_target_GB, 1e6
-        try:
-            plan = super().get_plans_for_configuration(spacing, largest, data_identifier,
-                                                       approximate_n_voxels_dataset, _cache)
-        finally:
-            self.UNet_vram_target_GB = memory_target
-        plan["batch_size"] = 2
-        return plan
+        return plan_covering(self, spacing, largest, data_identifier, approximate_n_voxels_dataset, _cache)
+
+
+def plan_covering(planner: ExperimentPlanner, spacing, shape, data_identifier, approximate_n_voxels_dataset,
+                  _cache) -> dict:
+    """nnU-Net's configuration plan for a patch covering ``shape`` (nnU-Net still caps a patch at its 256^3-voxel
+    aspect-ratio box and rounds it up to what the pooling needs), batch size 2."""
+    # a memory target this large never shrinks the patch; the batch size is set below
+    memory_target, planner.UNet_vram_target_GB = planner.UNet_vram_target_GB, 1e6
+    try:
+        plan = ExperimentPlanner.get_plans_for_configuration(planner, spacing, shape, data_identifier,
+                                                             approximate_n_voxels_dataset, _cache)
+    finally:
+        planner.UNet_vram_target_GB = memory_target
+    plan["batch_size"] = 2
+    return plan
+
+
+class WholeVolumePlanner(CPUPlanner):
+    """For registration and atlas-based segmentation (``DCARegSegTrainer``): nnU-Net's resampling and
+    normalisation, but every configuration's patch covers the largest image of the dataset after cropping and
+    resampling, so a training patch is a whole image (pairs of cases meet aligned, centred as nnU-Net pads them) and
+    the predictor runs one tile per image. Plans name ``nnUNetPlansWholeVolume``; batch size 2 (a pair); the U-Net
+    is CPUPlanner's."""
+
+    def __init__(self, dataset_name_or_id, gpu_memory_target_in_gb: float = 2,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "nnUNetPlansWholeVolume",
+                 overwrite_target_spacing=None, suppress_transpose: bool = False):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose)
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
+                                    _cache):
+        transpose_forward, _ = self.determine_transpose()
+        shapes = np.asarray(self.dataset_fingerprint["shapes_after_crop"], dtype=float)[:, transpose_forward]
+        spacings = np.asarray(self.dataset_fingerprint["spacings"], dtype=float)[:, transpose_forward]
+        axes = len(spacing)  # 2d plans the last two axes
+        resampled = shapes[:, -axes:] * spacings[:, -axes:] / np.asarray(spacing, dtype=float)
+        largest = np.ceil(np.max(resampled, 0) - 1e-6).astype(int)
+        return plan_covering(self, spacing, largest, data_identifier, approximate_n_voxels_dataset, _cache)

@@ -55,6 +55,8 @@ class PhantomKind:
     check_relations: Callable[[dict], None] | None = None  # raises UserInputError
     # labels that depend on the options (e.g. the ultrasound scene); None: ``labels`` always
     labels_for: Callable[[dict], dict[str, int]] | None = None
+    # channels that depend on the options (e.g. brain_pairs' layout); None: ``channel_names`` always
+    channel_names_for: Callable[[dict], dict[str, str]] | None = None
 
     def validate_options(self, options: Mapping[str, object] | None) -> dict[str, object]:
         """Every declared option (given or default), checked and normalised; UserInputError for bad input."""
@@ -62,6 +64,9 @@ class PhantomKind:
 
     def labels_with(self, options: Mapping[str, object] | None) -> dict[str, int]:
         return self.labels_for(self.validate_options(options)) if self.labels_for else self.labels
+
+    def channel_names_with(self, options: Mapping[str, object] | None) -> dict[str, str]:
+        return self.channel_names_for(self.validate_options(options)) if self.channel_names_for else self.channel_names
 
 
 REGISTRY: dict[str, PhantomKind] = {}

@@ -57,7 +57,7 @@ from scipy import ndimage
 from nnunet_ext.synth._shapes import (ellipsoid_radius, grid_mm, integrate_velocity, level_set_distance,
                                       radial_depth, random_velocity_field, sample, smooth_random_field)
 from nnunet_ext.synth.base import PhantomCase, PhantomKind, register
-from nnunet_ext.synth.options import Number, Option, Shape
+from nnunet_ext.synth.options import Choice, Number, Option, Shape
 
 KIND = "brain_pairs"
 DEFAULT_SHAPE = (32, 40, 32)
@@ -167,9 +167,13 @@ def render_brain_pair(rng: np.random.Generator, shape=DEFAULT_SHAPE, spacing_mm:
                      displacement=displacement, inverse_displacement=inverse, spacing=spacing)
 
 
-def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, **opts) -> PhantomCase:
-    """One nnU-Net case: channels (fixed, moving), label = fixed labels, extras as in the module docstring."""
+def make_case(rng: np.random.Generator, shape=DEFAULT_SHAPE, layout: str = "pairs", **opts) -> PhantomCase:
+    """One nnU-Net case: channels (fixed, moving), label = fixed labels, extras as in the module docstring; with
+    ``layout="subjects"`` only the fixed image and its labels (one subject per case: a segmentation dataset whose
+    cases a registration trainer pairs, e.g. ``DCARegSegTrainer``)."""
     pair = render_brain_pair(rng, shape, **opts)
+    if layout == "subjects":
+        return PhantomCase(images=[pair.fixed], label=pair.fixed_label, spacing=pair.spacing)
     channels_last = lambda field: np.ascontiguousarray(np.moveaxis(field, 0, -1).astype(np.float32))  # noqa: E731
     return PhantomCase(images=[pair.fixed, pair.moving], label=pair.fixed_label, spacing=pair.spacing,
                        extras={"moving_label": pair.moving_label,
@@ -184,10 +188,13 @@ OPTIONS = (
     Option("displacement_mm", Number(0.0, 20.0), 3.0, "largest length of the velocity field (0: identical pair)"),
     Option("smoothness_mm", Number(0.0, 50.0, exclusive_minimum=True), 6.0,
            "Gaussian sigma smoothing the velocity field"),
+    Option("layout", Choice(("pairs", "subjects")), "pairs",
+           "pairs: channels (fixed, moving) per case; subjects: one T1 channel and its labels per case"),
 )
 
 register(PhantomKind(
     name=KIND, dataset_name="BrainPairs", channel_names={"0": "fixed", "1": "moving"}, labels=LABELS,
     make_case=make_case,
+    channel_names_for=lambda options: {"0": "T1"} if options["layout"] == "subjects" else {"0": "fixed", "1": "moving"},
     description="T1 brain pairs (fixed, moving) related by a known diffeomorphic deformation, 7 structures",
     option_specs=OPTIONS))

@@ -49,9 +49,10 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
     raw_root = raw_root_from(raw)
     ids = [dataset_id] + ([pre_only_id] if pre_only_id is not None else [])
     if pre_only_id is not None:
-        if "0" not in kind.channel_names or len(kind.channel_names) < 2:
+        channel_count = len(kind.channel_names_with(options))
+        if channel_count < 2:
             raise UserInputError(f"--pre_only_id needs a multi-channel kind; '{kind_name}' has "
-                                 f"{len(kind.channel_names)} channel(s)")
+                                 f"{channel_count} channel(s)")
         if pre_only_id == dataset_id:
             raise UserInputError("--pre_only_id must differ from -d")
     if labeled_cases is not None and not 1 <= labeled_cases <= cases:
@@ -67,6 +68,7 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
     train = generate_cases(kind, cases, TRAIN, seed, options)
     test = generate_cases(kind, test_cases, TEST, seed, options)
     labels = kind.labels_with(options)
+    channel_names = kind.channel_names_with(options)
     # the options the user chose (normalised), as a reader of dataset.json would want to repeat the call
     synth_record = {"kind": kind_name, "seed": seed, "cases": cases, "test_cases": test_cases,
                     "options": {k: list(options[k]) if isinstance(options[k], tuple) else options[k] for k in given}}
@@ -75,7 +77,7 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
         unlabeled = [identifier for identifier, _ in train[labeled_cases:]] if labeled_cases else []
         if labeled_cases:
             synth_record["labeled_cases"] = labeled_cases
-        specs = [RawDatasetSpec(dataset_id, name, kind.channel_names, labels, train, test,
+        specs = [RawDatasetSpec(dataset_id, name, channel_names, labels, train, test,
                                 extra_json={"synth": synth_record}, unlabeled=unlabeled)]
     else:
         # The DKM pair: the DCE dataset (all channels, every case) trains the diffusion module, which uses no
@@ -84,11 +86,11 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
         k = labeled_cases or cases
         pre_name = f"{name}PreOnly"
         specs = [
-            RawDatasetSpec(dataset_id, name, kind.channel_names, labels, train, test,
+            RawDatasetSpec(dataset_id, name, channel_names, labels, train, test,
                            extra_json={"synth": synth_record, "pre_only_dataset": dataset_folder_name(pre_only_id,
                                                                                                        pre_name)},
                            unlabeled=[identifier for identifier, _ in train[k:]]),
-            RawDatasetSpec(pre_only_id, pre_name, kind.channel_names, labels, train[:k], test, channels=[0],
+            RawDatasetSpec(pre_only_id, pre_name, channel_names, labels, train[:k], test, channels=[0],
                            extra_json={"paired_dce_dataset": dataset_folder_name(dataset_id, name),
                                        "synth": {**synth_record, "labeled_cases": k, "channels": [0]}}),
         ]

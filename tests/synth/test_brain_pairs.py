@@ -52,6 +52,22 @@ def test_case_layout_channels_label_and_extras():
     assert case.extras["displacement"].shape == bp.DEFAULT_SHAPE + (3,)
 
 
+def test_subjects_layout_is_the_fixed_image_of_the_same_pair_and_names_one_channel(tmp_path):
+    pair_case = bp.make_case(np.random.default_rng(4))
+    subject = bp.make_case(np.random.default_rng(4), layout="subjects")
+    assert len(subject.images) == 1 and not subject.extras
+    assert np.array_equal(subject.images[0], pair_case.images[0]) and np.array_equal(subject.label, pair_case.label)
+    (folder,) = synthesize("brain_pairs", 77, cases=2, test_cases=0, seed=0, raw=str(tmp_path),
+                           options={"shape": (12, 12, 12), "layout": "subjects"})
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    assert dataset_json["channel_names"] == {"0": "T1"}
+    assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == ["case_0000_0000.nii.gz",
+                                                                     "case_0001_0000.nii.gz"]
+    with pytest.raises(UserInputError, match="--pre_only_id needs a multi-channel kind"):
+        synthesize("brain_pairs", 78, cases=2, test_cases=0, seed=0, raw=str(tmp_path), pre_only_id=79,
+                   options={"layout": "subjects"})
+
+
 def test_labels_are_consecutive_and_all_structures_present(pairs):
     assert list(bp.LABELS.values()) == list(range(len(bp.LABELS)))
     assert set(bp.FREESURFER_IDS) == set(bp.LABELS.values())

@@ -106,7 +106,7 @@ def _renderer_parameters(kind_name: str) -> dict[str, inspect.Parameter]:
     module = __import__(KIND_MODULES[kind_name], fromlist=["_"])
     names = {"breast_dce": ["make_case", "simulate"], "head_ct_ich": ["make_case", "render_head_ct"],
              "ultrasound_2d": ["render_ultrasound"], "mammo_2d": ["render_mammogram"],
-             "brain_pairs": ["render_brain_pair"]}[kind_name]
+             "brain_pairs": ["make_case", "render_brain_pair"]}[kind_name]
     functions = [getattr(module, name) for name in names]
     parameters = {}
     for function in functions:

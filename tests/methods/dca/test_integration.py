@@ -1,0 +1,90 @@
+"""DCARegSegTrainer through nnU-Net's real commands on a tiny ``brain_pairs`` phantom (subjects layout, CPU):
+``nnunet-ext plan_and_preprocess -pl WholeVolumePlanner`` -> ``nnUNetv2_train -tr DCARegSegTrainer_small`` (folds 0
+and 1; fold 1 with similarity fusion is not needed: the fusion switch is unit-tested) -> ``nnUNetv2_predict`` with
+one fold and the 2-fold ensemble -> ``nnunet-ext evaluate``; the atlas bank travels in the checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_ext.imageio import read_image
+from tests.conftest import nnunet_bin as _bin, run_command as _run
+
+pytestmark = pytest.mark.slow
+DATASET = 361
+PLANS = "nnUNetPlansWholeVolume"
+TRAINER = "DCARegSegTrainer_small"
+SHAPE = (20, 24, 20)
+
+
+@pytest.fixture(scope="module")
+def dca_run(tmp_path_factory):
+    from nnunet_ext.env import environment
+    from nnunet_ext.synth.cli import synthesize
+
+    root = tmp_path_factory.mktemp("dca")
+    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
+           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    (raw,) = synthesize("brain_pairs", DATASET, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
+                        options={"shape": SHAPE, "layout": "subjects"})
+    _run([_bin("nnunet-ext"), "plan_and_preprocess", "-d", DATASET, "-pl", "WholeVolumePlanner", "-c",
+          "3d_fullres"], env, root)
+    for fold in (0, 1):
+        _run([_bin("nnUNetv2_train"), DATASET, "3d_fullres", fold, "-tr", TRAINER, "-p", PLANS, "-device", "cpu"],
+             env, root)
+    for folds in (["0"], ["0", "1"]):
+        _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", root / f"pred_{'_'.join(folds)}", "-d",
+              DATASET, "-c", "3d_fullres", "-f", *folds, "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "-npp", 1,
+              "-nps", 1], env, root)
+    return {"env": env, "root": root, "raw": raw}
+
+
+def _model(run) -> Path:
+    return next(Path(run["env"]["nnUNet_results"]).glob(f"Dataset{DATASET}_*/{TRAINER}__{PLANS}__3d_fullres"))
+
+
+def test_plans_make_the_patch_cover_every_image(dca_run):
+    plans = json.loads((_model(dca_run) / "plans.json").read_text())
+    patch = plans["configurations"]["3d_fullres"]["patch_size"]
+    assert all(p >= s for p, s in zip(patch, SHAPE)) and plans["configurations"]["3d_fullres"]["batch_size"] == 2
+
+
+def test_checkpoint_holds_the_folds_training_cases_as_atlases(dca_run):
+    for fold in (0, 1):
+        folder = _model(dca_run) / f"fold_{fold}"
+        atlases = json.loads((folder / "dca_atlases.json").read_text())["atlases"]
+        preprocessed = Path(dca_run["env"]["nnUNet_preprocessed"]) / _model(dca_run).parent.name
+        splits = json.loads((preprocessed / "splits_final.json").read_text())
+        assert atlases == sorted(splits[fold]["train"])
+        weights = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        images = weights["network_weights"]["atlases.images"]
+        assert images.shape[0] == len(atlases) and images.shape[1] == 1
+        assert weights["trainer_name"] == TRAINER
+        log = next(folder.glob("training_log_*.txt")).read_text()
+        assert "lambda_seg=1.0" in log and f"{len(atlases)} atlases" in log
+
+
+@pytest.mark.parametrize("folds", ["0", "0_1"])
+def test_predictions_are_label_maps_that_beat_chance(dca_run, folds):
+    raw = dca_run["raw"]
+    for reference_path in sorted((raw / "labelsTs").iterdir()):
+        prediction, spacing = read_image(dca_run["root"] / f"pred_{folds}" / reference_path.name)
+        reference, reference_spacing = read_image(reference_path)
+        assert prediction.shape == reference.shape and np.allclose(spacing, reference_spacing)
+        assert set(np.unique(prediction)) <= set(range(8))
+        # atlases of other phantom subjects, barely trained: the fused labels still overlap the brain
+        brain = (prediction > 0) & (reference > 0)
+        assert 2 * brain.sum() / ((prediction > 0).sum() + (reference > 0).sum()) > 0.7
+
+
+def test_evaluate_reads_the_predictions(dca_run, tmp_path):
+    out = tmp_path / "summary.json"
+    _run([_bin("nnunet-ext"), "evaluate", "-ref", dca_run["raw"] / "labelsTs", "-pred", dca_run["root"] / "pred_0_1",
+          "-o", out], dca_run["env"], dca_run["root"])
+    summary = json.loads(out.read_text())
+    assert summary["foreground_mean"]["Dice"] > 0.1
