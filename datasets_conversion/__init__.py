@@ -13,4 +13,6 @@ Converters:
     camus: CAMUS echocardiography, 2019 .mhd and 2023 NIfTI releases (LV cavity, myocardium, atrium) (FFPN).
     image_folder_2d: any folder of 2D images with same-stem masks.
     bhsd: BHSD head CT (official 96/96 split, negatives from the slice-level CSV, unlabeled pool) (BHSD).
+    oasis_learn2reg: Learn2Reg 2021 task 3 OASIS brain MRI (35 labels, registration pairs from OASIS_dataset.json).
+    registration_pairs: any folder of 3D images/labels with pairs.csv or an atlas (registration pairs in dataset.json).
 """
