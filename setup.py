@@ -41,6 +41,11 @@ setup(
         # MONAI is the independent reference for surface distances and DDPM schedules in the tests.
         # pyefd is the independent reference for FFPN's elliptic Fourier descriptors (Eq. 1).
         "test": ["pytest", "pytest-xdist", "pyefd"],
+        # Benchmark-only: the ANTs SyN baseline of the registration pair benchmark (nnunet_ext.methods.dca.syn).
+        # antspyx 0.6.2/0.6.3 require numpy<2.4 (a downgrade here); 0.6.1 leaves numpy alone but its metadata still
+        # says scipy<1.16 (a pin for an old statsmodels, ANTsPy PR #825; ANTs itself does not use it). To keep
+        # scipy, install it as: pip install statsmodels webcolors && pip install --no-deps antspyx==0.6.1
+        "registration-bench": ["antspyx==0.6.1"],
     },
     entry_points={"console_scripts": ["nnunet-ext=nnunet_ext.cli:main"]},
 )

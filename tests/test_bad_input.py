@@ -234,6 +234,31 @@ def _bhsd_split_overlap(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "test": [f"./imagesTs/{n}.nii.gz" for n in TEST + TRAIN[:1]]}))
 
 
+def _oasis_description(**changes):
+    """Rewrite the world's fake OASIS_dataset.json with ``changes``."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tests.datasets_conversion.test_oasis_learn2reg import write_description
+
+        write_description(world / "oasis" / "OASIS", **changes)
+    return setup
+
+
+def _oasis_label(case: str, array: np.ndarray, spacing=(1.0, 1.0, 1.0)):
+    """Replace the label of ``case`` in the world's fake OASIS download (1 mm grid at the origin)."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        _write_label(world / "oasis" / "OASIS" / "labelsTr" / f"{case}_0000.nii.gz", array, spacing=spacing)
+    return setup
+
+
+def _regpairs_volume(relative: str, array: np.ndarray, **geometry):
+    """Replace a volume of the world's fake registration-pairs folder (8 x 10 x 12 at 2 x 1 x 1 mm)."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tests.datasets_conversion.test_registration_pairs import write_volume
+
+        write_volume(world / "regpairs" / relative, array, **geometry)
+    return setup
+
+
 def _img2d_nan_nifti(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Image a as NIfTI (its mask stays a.png) with one NaN pixel."""
     image = np.ones((12, 10), np.float32)
@@ -503,6 +528,8 @@ CAMUS = ["convert", "camus", "-i", f"{W}/camus", "-d", "11", "--raw", f"{W}/out_
 IMG2D = ["convert", "image_folder_2d", "-i", f"{W}/img2d/images", "-m", f"{W}/img2d/masks", "-d", "11", "--raw",
          f"{W}/out_raw"]
 BHSD = ["convert", "bhsd", "-i", f"{W}/bhsd", "-d", "11", "--raw", f"{W}/out_raw"]
+OASIS = ["convert", "oasis_learn2reg", "-i", f"{W}/oasis", "-d", "11", "--raw", f"{W}/out_raw"]
+REGPAIRS = ["convert", "registration_pairs", "-i", f"{W}/regpairs", "-d", "11", "--raw", f"{W}/out_raw"]
 # out_raw exists (as a user's nnUNet_raw does); the converters' dataset folders must not appear in it
 OUT_NIFTI = f"{W}/out_raw/Dataset011_DCENifti"
 OUT_HC18 = f"{W}/out_raw/Dataset011_HC18"
@@ -510,6 +537,8 @@ OUT_NACT = f"{W}/out_raw/Dataset011_BreastMRINACTPilot"
 OUT_CAMUS = f"{W}/out_raw/Dataset011_CAMUS"
 OUT_IMG2D = f"{W}/out_raw/Dataset011_ImageFolder2D"
 OUT_BHSD = f"{W}/out_raw/Dataset011_BHSD"
+OUT_OASIS = f"{W}/out_raw/Dataset011_OASIS"
+OUT_REGPAIRS = f"{W}/out_raw/Dataset011_RegistrationPairs"
 # the fake BHSD release of tests/datasets_conversion/test_bhsd.py: TRAIN[1] and TEST[0] are scans of it
 BHSD_GT = "label_192/ground truths/ID_aaaa0001_ID_bbbb000002.nii.gz"
 BHSD_IMAGE = "label_192/images/ID_aaaa0004_ID_bbbb000005.nii.gz"
@@ -518,7 +547,7 @@ CAMUS_PATIENT = "camus/training/patient0001"
 CONVERT_ROWS = [
     _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
           r"unknown converter 'kits23' \(choose from bhsd, breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
-          r"image_folder_2d\)"),
+          r"image_folder_2d, oasis_learn2reg, registration_pairs\)"),
     # dce_nifti_folder
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
           r"source folder .*nope does not exist", absent=OUT_NIFTI),
@@ -688,6 +717,56 @@ CONVERT_ROWS = [
           r"--unlabeled must be a non-negative integer or 'all', got 'many'", absent=OUT_BHSD),
     _case("convert-bhsd-missing_arguments", ["convert", "bhsd", "-i", f"{W}/bhsd"],
           r"^the following arguments are required: -d"),
+    # oasis_learn2reg (the fake download of tests/datasets_conversion/test_oasis_learn2reg.py)
+    _case("convert-oasis-missing_source", [*OASIS[:3], f"{W}/nope", *OASIS[4:]],
+          r"source folder .*nope does not exist", absent=OUT_OASIS),
+    _case("convert-oasis-no_description", OASIS, r"no OASIS_dataset\.json in .*oasis \(the Learn2Reg OASIS download",
+          setup=_delete("oasis/OASIS/OASIS_dataset.json"), absent=OUT_OASIS),
+    _case("convert-oasis-pair_missing_image", OASIS,
+          r"registration_val\[0\] names moving image \./imagesTr/OASIS_0999_0000\.nii\.gz, which is not in",
+          setup=_oasis_description(registration_val=[{"fixed": "./imagesTr/OASIS_0438_0000.nii.gz",
+                                                      "moving": "./imagesTr/OASIS_0999_0000.nii.gz"}]),
+          absent=OUT_OASIS),
+    _case("convert-oasis-label_shape_mismatch", OASIS,
+          r"label .*OASIS_0002_0000\.nii\.gz is not on the grid of its image OASIS_0002_0000\.nii\.gz \(size",
+          setup=_oasis_label("OASIS_0002", np.zeros((8, 10, 11), np.uint8)), absent=OUT_OASIS),
+    _case("convert-oasis-label_spacing_mismatch", OASIS, r"OASIS_0002_0000\.nii\.gz is not on the grid .*\(spacing",
+          setup=_oasis_label("OASIS_0002", np.zeros((8, 10, 12), np.uint8), spacing=(2.0, 1.0, 1.0)),
+          absent=OUT_OASIS),
+    _case("convert-oasis-label_outside_declared", OASIS,
+          r"label .*OASIS_0003_0000\.nii\.gz has values 40, outside the labels declared for the dataset \(0\.\.35",
+          setup=_oasis_label("OASIS_0003", np.full((8, 10, 12), 40, np.uint8)), absent=OUT_OASIS),
+    _case("convert-oasis-bad_max_cases", [*OASIS, "--max_cases", "0"], r"--max_cases must be a positive integer",
+          absent=OUT_OASIS),
+    _case("convert-oasis-missing_arguments", ["convert", "oasis_learn2reg", "-i", f"{W}/oasis"],
+          r"^the following arguments are required: -d"),
+    # registration_pairs (the fake folder of tests/datasets_conversion/test_registration_pairs.py)
+    _case("convert-regpairs-missing_source", [*REGPAIRS[:3], f"{W}/nope", *REGPAIRS[4:]],
+          r"source folder .*nope does not exist", absent=OUT_REGPAIRS),
+    _case("convert-regpairs-pair_missing_image", REGPAIRS,
+          r"pairs\.csv line 2: moving image 'zzz' is not an image in .*images",
+          setup=_file("regpairs/pairs.csv", b"fixed,moving\na,zzz\n"), absent=OUT_REGPAIRS),
+    _case("convert-regpairs-atlas_missing", [*REGPAIRS, "--atlas", "nope"], r"--atlas 'nope' is not an image in",
+          setup=_delete("regpairs/pairs.csv"), absent=OUT_REGPAIRS),
+    _case("convert-regpairs-atlas_and_pairs", [*REGPAIRS, "--atlas", "atlas"],
+          r"holds pairs\.csv and --atlas atlas was given", absent=OUT_REGPAIRS),
+    _case("convert-regpairs-pair_grid_mismatch", REGPAIRS,
+          r"pairs\.csv line 2: fixed image a\.nii\.gz is 12x10x8 at 1 x 1 x 2 mm but moving image b\.mha is 12x10x9 "
+          r"at 1 x 1 x 2 mm; .*pass --resample", setup=_regpairs_volume("images/b.mha", np.zeros((9, 10, 12))),
+          absent=OUT_REGPAIRS),
+    _case("convert-regpairs-label_off_grid", REGPAIRS,
+          r"label .*labels/a\.nii\.gz is not on the grid of its image a\.nii\.gz \(origin",
+          setup=_regpairs_volume("labels/a.nii.gz", np.zeros((8, 10, 12), np.uint8), origin=(0.0, 0.0, 0.0)),
+          absent=OUT_REGPAIRS),
+    _case("convert-regpairs-negative_label", REGPAIRS, r"label .*labels/b\.nii\.gz has negative values \(-1\)",
+          setup=_regpairs_volume("labels/b.nii.gz", np.full((8, 10, 12), -1, np.int16)), absent=OUT_REGPAIRS),
+    _case("convert-regpairs-non_integer_label", REGPAIRS, r"labels/b\.nii\.gz has non-integer values \(0\.25\)",
+          setup=_regpairs_volume("labels/b.nii.gz", np.full((8, 10, 12), 0.25, np.float32)), absent=OUT_REGPAIRS),
+    _case("convert-regpairs-labels_not_consecutive", REGPAIRS,
+          r"label values are not consecutive 0\.\.K: .*pass --remap_labels",
+          setup=_regpairs_volume("labels/a.nii.gz", np.full((8, 10, 12), 9, np.uint8)), absent=OUT_REGPAIRS),
+    _case("convert-regpairs-missing_arguments", ["convert", "registration_pairs", "-i", f"{W}/regpairs"],
+          r"^the following arguments are required: -d"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -827,6 +906,8 @@ REGISTER_ROWS = [
     _case("register-npz_without_image", [*REG[:4], f"{W}/register/other.npz", *REG[5:]],
           r"moving image \(-m\) .*other\.npz has no array 'vol' or 'vol_data' \(arrays: image, mask\)",
           absent=REG_OUT),
+    _case("register-unknown_network", [*REG, "--network", "unet"], r"--network must be tmdca or convnet, got 'unet'",
+          absent=REG_OUT),
     _case("register-unknown_preset", [*REG, "--preset", "huge"],
           r"--preset huge: unknown TM-DCA preset; choose one of paper, small", absent=REG_OUT),
     _case("register-zero_iterations", [*REG, "--iterations", "0"], r"--iterations must be >= 1, got 0",
@@ -955,6 +1036,8 @@ def _build_world(root: Path) -> None:
     from tests.datasets_conversion.test_bhsd import write_release
     from tests.datasets_conversion.test_breast_mri_nact_pilot import write_study
     from tests.datasets_conversion.test_camus import write_patient
+    from tests.datasets_conversion.test_oasis_learn2reg import write_oasis
+    from tests.datasets_conversion.test_registration_pairs import write_pairs_folder
 
     for folder in ("preprocessed", "results", "out_raw", "eval/ref", "eval/pred", "dce", "dkm/in", "dkm/ref"):
         (root / folder).mkdir(parents=True)
@@ -993,6 +1076,8 @@ def _build_world(root: Path) -> None:
 
     write_patient(root / "camus" / "training" / "patient0001", ".mhd", 1, singleton=True)  # 24 x 20, 0.3 x 0.15 mm
     write_release(root / "bhsd")  # 6 labelled 4 x 8 x 8 scans, a pool of 8, the slice-level CSV
+    write_oasis(root / "oasis")  # OASIS/: 5 subjects of 8 x 10 x 12, labels 0..35, OASIS_dataset.json
+    write_pairs_folder(root / "regpairs")  # images/ (4), labels/ (3), pairs.csv
     for folder in ("images", "masks"):
         (root / "img2d" / folder).mkdir(parents=True)
     for name in ("a", "b"):

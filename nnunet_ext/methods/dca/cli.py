@@ -1,4 +1,5 @@
-"""``nnunet-ext register``: register a moving image onto a fixed one with TM-DCA by instance optimisation.
+"""``nnunet-ext register``: register a moving image onto a fixed one with TM-DCA (or a ConvNet with TM-DCA's decoder,
+``--network convnet``) by instance optimisation.
 
 A thin wrapper over :func:`nnunet_ext.methods.dca.register.register_pair`; inputs, loss, defaults and outputs are
 documented in :mod:`nnunet_ext.methods.dca.register`.
@@ -9,7 +10,8 @@ import argparse
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.description = ("Register MOVING onto FIXED by fitting a freshly initialised TM-DCA network to this one pair "
+    p.description = ("Register MOVING onto FIXED by fitting a freshly initialised TM-DCA network (or, with "
+                     "--network convnet, a ConvNet with TM-DCA's decoder) to this one pair "
                      "(instance optimisation: local NCC + diffusion regulariser [+ soft Dice]); writes the warped "
                      "image (and labels), the Learn2Reg displacement field, its Jacobian determinant and "
                      "register.json into -o.")
@@ -23,8 +25,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="fixed label map; with -ms: Dice/HD95/Jacobian metrics before and after in register.json")
     p.add_argument("-o", dest="output", required=True, metavar="OUT", help="output folder")
     p.add_argument("--iterations", type=int, default=100, help="Adam steps on this pair (default 100)")
+    p.add_argument("--network", default="tmdca",
+                   help="tmdca (default: TM-DCA) or convnet (a VoxelMorph-style conv encoder with TM-DCA's decoder)")
     p.add_argument("--preset", default="small",
-                   help="TM-DCA size: small (default, CPU-sized) or paper (the authors' config, for a GPU)")
+                   help="network size, for either network: small (default, CPU-sized) or paper (the authors' "
+                        "config, for a GPU)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--lambda_reg", type=float, default=1.0,
                    help="weight of the diffusion regulariser (default 1.0, VoxelMorph's setting for NCC)")
@@ -39,15 +44,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .convnet import NETWORKS
     from .register import IOSettings, register_pair
 
     settings = IOSettings(iterations=args.iterations, preset=args.preset, lr=args.lr, lambda_reg=args.lambda_reg,
                           lambda_seg=args.lambda_seg, diffeomorphic=args.diffeomorphic, device=args.device,
-                          seed=args.seed)
+                          seed=args.seed, network=args.network)
     record = register_pair(args.fixed, args.moving, args.output, args.moving_seg, args.fixed_seg, settings,
                            overwrite=args.overwrite)
     loss = record["loss"]
-    line = (f"registered {args.moving} onto {args.fixed}: TM-DCA {args.preset}, {args.iterations} iterations in "
+    line = (f"registered {args.moving} onto {args.fixed}: {NETWORKS[args.network]} {args.preset}, "
+            f"{args.iterations} iterations in "
             f"{record['seconds']['optimisation']:.1f} s, loss {loss['initial']['total']:.4f} -> "
             f"{loss['final']['total']:.4f}")
     if record["metrics"] is not None:

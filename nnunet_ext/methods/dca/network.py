@@ -384,51 +384,37 @@ class FieldDecoder(nn.Module):
 
 # ------------------------------------------------------------------ network
 class Registration(NamedTuple):
-    """Output of :meth:`TMDCA.register`."""
+    """Output of :meth:`PairRegistrationNetwork.register` (TM-DCA, ConvNetRegistration)."""
 
     warped: torch.Tensor  # moving image warped onto the fixed one, (B, C, *spatial)
     warped_labels: Optional[torch.Tensor]  # moving labels warped, (B, 1, *spatial), or None
     displacement: torch.Tensor  # (B, ndim, *spatial) in voxels
 
 
-class TMDCA(nn.Module):
-    """TM-DCA: dual Swin encoders with deformable cross-attention and a ConvNet decoder (module docstring).
+class PairRegistrationNetwork(nn.Module):
+    """What TM-DCA and :class:`~.convnet.ConvNetRegistration` share: input checks, ``forward`` and ``register``.
+
+    A subclass sets its layers and implements :meth:`predict_field` (the decoder's field, cropped to the input).
 
     Args:
-        image_size: spatial size the network is built for (the training patch), 2 or 3 entries; sets the window.
-        config: a preset name (``"paper"``, ``"small"``) or a :class:`TMDCAConfig`.
+        image_size: spatial size the network is built for, 2 or 3 entries.
         diffeomorphic: predict a stationary velocity field and return the displacement of its exponential.
         integration_steps: scaling-and-squaring steps for ``diffeomorphic``.
         in_channels: channels of each image.
-        window_size: override the window (default :func:`default_window` of ``image_size``).
-        **overrides: fields of :class:`TMDCAConfig` replacing the preset's.
     """
 
-    def __init__(self, image_size: Sequence[int], config: str | TMDCAConfig = "small", diffeomorphic: bool = False,
-                 integration_steps: int = 7, in_channels: int = 1, window_size: Sequence[int] | None = None,
-                 **overrides):
+    def __init__(self, image_size: Sequence[int], diffeomorphic: bool = False, integration_steps: int = 7,
+                 in_channels: int = 1):
         super().__init__()
         self.image_size = tuple(int(n) for n in image_size)
         self.ndim = len(self.image_size)
         if self.ndim not in (2, 3) or min(self.image_size) < 1:
             raise ValueError(f"image_size must have 2 or 3 positive entries, got {self.image_size}")
-        self.config = get_config(config, **overrides)
-        self.window = tuple(int(w) for w in (window_size if window_size is not None
-                                             else default_window(self.image_size)))
-        if len(self.window) != self.ndim or min(self.window) < 1:
-            raise ValueError(f"window_size {self.window} must have {self.ndim} positive entries")
         if integration_steps < 0:
             raise ValueError(f"integration_steps must be >= 0, got {integration_steps}")
         self.diffeomorphic = bool(diffeomorphic)
         self.integration_steps = int(integration_steps)
         self.in_channels = int(in_channels)
-        padded = padded_input_size(self.image_size, self.window, self.config.num_stages)
-        self.stage_sizes = tuple(tuple(n // (PATCH_SIZE * 2 ** i) for n in padded)
-                                 for i in range(self.config.num_stages))
-        shifted_axes = [[n > w for n, w in zip(size, self.window)] for size in self.stage_sizes]
-        self.encoder = DualStreamEncoder(self.ndim, self.in_channels, self.config, self.window, shifted_axes)
-        self.decoder = FieldDecoder(self.ndim, 2 * self.in_channels, self.config.stage_dims,
-                                    self.config.head_channels)
 
     def _check_pair(self, moving: torch.Tensor, fixed: torch.Tensor) -> None:
         if moving.shape != fixed.shape:
@@ -438,15 +424,7 @@ class TMDCA(nn.Module):
                              f"got {tuple(moving.shape)}")
 
     def predict_field(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        """The decoder's field, cropped to the input: the velocity if ``diffeomorphic``, else the displacement."""
-        self._check_pair(moving, fixed)
-        spatial = tuple(moving.shape[2:])
-        size = padded_input_size(spatial, self.window, self.config.num_stages)
-        pad = [p - n for p, n in zip(size, spatial)]
-        moving, fixed = _pad_end(moving, pad, False), _pad_end(fixed, pad, False)
-        skips = [m + f for m, f in self.encoder(moving, fixed)]
-        field = self.decoder(skips, torch.cat([moving, fixed], dim=1))
-        return _crop(field, spatial, 2)
+        raise NotImplementedError
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """Displacement ``(B, ndim, *spatial)`` in voxels with ``moving(x + u(x)) ~ fixed(x)``.
@@ -479,3 +457,45 @@ class TMDCA(nn.Module):
             else:
                 labels = warp_labels_one_hot(moving_labels, field, num_classes)
         return Registration(warped, labels, displacement)
+
+
+class TMDCA(PairRegistrationNetwork):
+    """TM-DCA: dual Swin encoders with deformable cross-attention and a ConvNet decoder (module docstring).
+
+    Args:
+        image_size: spatial size the network is built for (the training patch), 2 or 3 entries; sets the window.
+        config: a preset name (``"paper"``, ``"small"``) or a :class:`TMDCAConfig`.
+        diffeomorphic: predict a stationary velocity field and return the displacement of its exponential.
+        integration_steps: scaling-and-squaring steps for ``diffeomorphic``.
+        in_channels: channels of each image.
+        window_size: override the window (default :func:`default_window` of ``image_size``).
+        **overrides: fields of :class:`TMDCAConfig` replacing the preset's.
+    """
+
+    def __init__(self, image_size: Sequence[int], config: str | TMDCAConfig = "small", diffeomorphic: bool = False,
+                 integration_steps: int = 7, in_channels: int = 1, window_size: Sequence[int] | None = None,
+                 **overrides):
+        super().__init__(image_size, diffeomorphic, integration_steps, in_channels)
+        self.config = get_config(config, **overrides)
+        self.window = tuple(int(w) for w in (window_size if window_size is not None
+                                             else default_window(self.image_size)))
+        if len(self.window) != self.ndim or min(self.window) < 1:
+            raise ValueError(f"window_size {self.window} must have {self.ndim} positive entries")
+        padded = padded_input_size(self.image_size, self.window, self.config.num_stages)
+        self.stage_sizes = tuple(tuple(n // (PATCH_SIZE * 2 ** i) for n in padded)
+                                 for i in range(self.config.num_stages))
+        shifted_axes = [[n > w for n, w in zip(size, self.window)] for size in self.stage_sizes]
+        self.encoder = DualStreamEncoder(self.ndim, self.in_channels, self.config, self.window, shifted_axes)
+        self.decoder = FieldDecoder(self.ndim, 2 * self.in_channels, self.config.stage_dims,
+                                    self.config.head_channels)
+
+    def predict_field(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """The decoder's field, cropped to the input: the velocity if ``diffeomorphic``, else the displacement."""
+        self._check_pair(moving, fixed)
+        spatial = tuple(moving.shape[2:])
+        size = padded_input_size(spatial, self.window, self.config.num_stages)
+        pad = [p - n for p, n in zip(size, spatial)]
+        moving, fixed = _pad_end(moving, pad, False), _pad_end(fixed, pad, False)
+        skips = [m + f for m, f in self.encoder(moving, fixed)]
+        field = self.decoder(skips, torch.cat([moving, fixed], dim=1))
+        return _crop(field, spatial, 2)

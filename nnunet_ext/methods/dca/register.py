@@ -1,11 +1,12 @@
 """Pairwise registration with TM-DCA by instance optimisation (``nnunet-ext register``, issue #10 item 3).
 
-Instance optimisation ("IO" in the registration literature): a freshly initialised :class:`~.network.TMDCA` (seeded)
-is fitted to ONE (fixed, moving) pair by optimising its weights with Adam for ``iterations`` steps; the field it
-predicts after the last step is the registration. No training data and no trained model are needed (registering
+Instance optimisation ("IO" in the registration literature): a freshly initialised :class:`~.network.TMDCA` (seeded;
+``network="convnet"``, ``--network convnet``: the :class:`~.convnet.ConvNetRegistration` with the same decoder) is
+fitted to ONE (fixed, moving) pair by optimising its weights with Adam for ``iterations`` steps; the field it predicts
+after the last step is the registration. No training data and no trained model are needed (registering
 with a trained model comes with the trainer).
 
-Loss, minimised over the network weights ``theta`` with ``u = TMDCA_theta(m, f)`` (voxels, pull-back convention of
+Loss, minimised over the network weights ``theta`` with ``u = Net_theta(m, f)`` (voxels, pull-back convention of
 :mod:`.transform`: the warped moving image is ``m(x + u(x))``)::
 
     L = NCC_9(f, m o phi) + lambda_reg * Diff(u) + lambda_seg * (1 - SoftDice(onehot(s_m) o phi, onehot(s_f)))
@@ -26,10 +27,10 @@ Defaults (:class:`IOSettings`) and their sources: ``iterations=100`` and ``lr=1e
 for a CPU-affordable fit of one pair (10x VoxelMorph's training rate 1e-4, since only one pair is fitted, for ~100
 steps); ``lambda_reg=1.0`` is VoxelMorph's setting for the NCC loss (README, "Parameter choices": "For the CC loss
 function, we found a reg parameter of 1 to work best"); NCC window 9 is VoxelMorph's default; ``lambda_seg=0``
-(unsupervised); ``preset="small"`` is the CPU-sized network (``paper``, the authors' 283 M-parameter size, wants a
-GPU); ``seed=0``. Stochastic depth is switched off (``drop_path_rate=0``): one pair is fitted, and the field of the
-last forward pass is the one written. The network stays in training mode throughout (its offset networks' BatchNorm
-uses the statistics of this pair), the final field included.
+(unsupervised); ``network="tmdca"``; ``preset="small"`` is the CPU-sized network (``paper``, the authors' 283
+M-parameter size, wants a GPU); ``seed=0``. Stochastic depth is switched off (``drop_path_rate=0``): one pair is
+fitted, and the field of the last forward pass is the one written. The network stays in training mode throughout (its
+offset networks' BatchNorm uses the statistics of this pair), the final field included.
 
 Inputs: any image SimpleITK reads (NIfTI, MHA, NRRD, PNG...), or ``.npz`` files as VoxelMorph and Learn2Reg
 distribute them: the image is the array ``vol`` (else ``vol_data``), the label map the array ``seg`` (the
@@ -55,11 +56,12 @@ Outputs, all with the fixed image's geometry (``<fixed>``/``<moving>``: the file
   ``[X, Y, 1, 3]`` with a zero z component;
 * ``jacdet_<fixed>_<moving>.nii.gz``: ``det(I + grad u)`` per voxel
   (:func:`~nnunet_ext.metrics.registration.jacobian_determinant`);
-* ``register.json``: inputs, settings, network size, seconds, the loss curve (initial, final, best, up to
-  :data:`CURVE_POINTS` points), field statistics (max/mean ``|u|``, det J range, % det J <= 0, Learn2Reg's SDlogJ)
-  and, with both segmentations, :func:`~nnunet_ext.metrics.registration.registration_metrics` before (identity)
-  and after registration (Dice, HD95 in mm of the fixed spacing, SDlogJ, % det J <= 0, % NDV; labels: the
-  foreground labels of either map). JSON has no NaN: undefined values are ``null``.
+* ``register.json``: inputs, settings (``network``: ``tmdca`` or ``convnet``; ``network_config``: its size), seconds,
+  the loss curve (initial, final, best, up to :data:`CURVE_POINTS` points), field statistics (max/mean ``|u|``,
+  det J range, % det J <= 0, Learn2Reg's SDlogJ) and, with both segmentations,
+  :func:`~nnunet_ext.metrics.registration.registration_metrics` before (identity) and after registration (Dice,
+  HD95 in mm of the fixed spacing, SDlogJ, % det J <= 0, % NDV; labels: the foreground labels of either map).
+  JSON has no NaN: undefined values are ``null``.
 
 The outputs are written to a temporary folder and moved into place when complete (:mod:`nnunet_ext.atomic`).
 """
@@ -84,6 +86,7 @@ CURVE_POINTS = 101  # loss values kept in register.json
 NPZ_IMAGE_KEYS = ("vol", "vol_data")
 NPZ_LABEL_KEYS = ("seg",)
 DEVICES = ("cpu", "cuda")
+NETWORKS = ("tmdca", "convnet")  # TM-DCA, or the ConvNet with TM-DCA's decoder (:mod:`.convnet`)
 NORMALISATION = "min-max to [0, 1] per image (a constant image becomes 0)"
 
 
@@ -181,7 +184,7 @@ class IOSettings:
 
     Args:
         iterations: Adam steps.
-        preset: TM-DCA preset (``small``, ``paper``).
+        preset: network preset (``small``, ``paper``; the same names for both networks).
         lr: Adam learning rate.
         lambda_reg: weight of the diffusion regulariser.
         lambda_seg: weight of the soft Dice term (needs both label maps when > 0).
@@ -189,6 +192,7 @@ class IOSettings:
         device: ``cpu`` or ``cuda``.
         seed: seeds the network's initialisation.
         ncc_window: NCC window per axis (odd).
+        network: ``tmdca`` (:class:`~.network.TMDCA`) or ``convnet`` (:class:`~.convnet.ConvNetRegistration`).
     """
 
     iterations: int = 100
@@ -200,6 +204,7 @@ class IOSettings:
     device: str = "cpu"
     seed: int = 0
     ncc_window: int = NCC_WINDOW
+    network: str = "tmdca"
 
     def check(self) -> None:
         """Raise UserInputError (named by the CLI flag) for a setting out of range."""
@@ -207,6 +212,8 @@ class IOSettings:
 
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
             raise UserInputError(f"--iterations must be >= 1, got {self.iterations}")
+        if self.network not in NETWORKS:
+            raise UserInputError(f"--network must be {' or '.join(NETWORKS)}, got '{self.network}'")
         if self.preset not in PRESETS:
             raise UserInputError(f"--preset {self.preset}: unknown TM-DCA preset; choose one of "
                                  f"{', '.join(sorted(PRESETS))}")
@@ -252,7 +259,7 @@ def _one_hot(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
 def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSettings = IOSettings(),
                       fixed_labels: Optional[np.ndarray] = None,
                       moving_labels: Optional[np.ndarray] = None) -> IOResult:
-    """Fit a seeded TM-DCA to one pair (module docstring) and return its final field.
+    """Fit a seeded TM-DCA (or ConvNet, ``settings.network``) to one pair (module docstring); return its final field.
 
     Args:
         fixed, moving: images of one shape, 2D ``(y, x)`` or 3D ``(z, y, x)``, any intensities (normalised inside).
@@ -262,7 +269,8 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
     """
     import torch
 
-    from nnunet_ext.methods.dca.network import TMDCA, count_parameters
+    from nnunet_ext.methods.dca.convnet import build_network
+    from nnunet_ext.methods.dca.network import count_parameters
     from nnunet_ext.methods.dca.transform import warp
 
     settings.check()
@@ -284,8 +292,8 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
     if use_dice:
         fixed_one_hot, moving_one_hot = tensor(_one_hot(fixed_labels, values)), tensor(_one_hot(moving_labels, values))
     torch.manual_seed(settings.seed)
-    model = TMDCA(fixed.shape, config=settings.preset, diffeomorphic=settings.diffeomorphic,
-                  integration_steps=INTEGRATION_STEPS, drop_path_rate=0.0).to(device).train()
+    model = build_network(settings.network, fixed.shape, config=settings.preset, diffeomorphic=settings.diffeomorphic,
+                          integration_steps=INTEGRATION_STEPS, drop_path_rate=0.0).to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
 
     def evaluate():
@@ -531,6 +539,18 @@ def _field_summary(displacement: np.ndarray, jacdet: np.ndarray) -> dict:
             "sdlogj": sdlogj(displacement)}
 
 
+def network_config(settings: IOSettings) -> dict:
+    """The size of the network fitted (register.json's ``settings.network_config``): the preset's fields that the
+    network reads (the ConvNet reads no transformer field, :mod:`.convnet`)."""
+    from nnunet_ext.methods.dca.network import get_config
+
+    config = dataclasses.asdict(get_config(settings.preset, drop_path_rate=0.0))
+    if settings.network == "convnet":
+        config = {"embed_dim": config["embed_dim"], "num_stages": len(config["depths"]),
+                  "head_channels": config["head_channels"]}
+    return config
+
+
 def output_names(fixed: str | Path, moving: str | Path, with_seg: bool) -> dict[str, str]:
     """Output file names in ``-o`` (module docstring)."""
     f, m = file_stem(fixed), file_stem(moving)
@@ -552,7 +572,6 @@ def register_pair(fixed: str | Path, moving: str | Path, output: str | Path, mov
     """
     from nnunet_ext.atomic import atomic_output_dir, check_disjoint, check_replaceable
     from nnunet_ext.metrics.registration import jacobian_determinant, registration_metrics, warp_labels
-    from nnunet_ext.methods.dca.network import get_config
 
     start = time.perf_counter()
     settings.check()
@@ -590,7 +609,7 @@ def register_pair(fixed: str | Path, moving: str | Path, output: str | Path, mov
                  "registered_in": f"{fixed_v.grid.ndim}D"},
         "settings": {**dataclasses.asdict(settings), "optimiser": "Adam", "normalisation": NORMALISATION,
                      "drop_path_rate": 0.0, "integration_steps": INTEGRATION_STEPS if settings.diffeomorphic else None,
-                     "network": dataclasses.asdict(get_config(settings.preset, drop_path_rate=0.0)),
+                     "network_config": network_config(settings),
                      "parameters": result.parameters},
         "seconds": {"optimisation": result.seconds, "total": None},
         "loss": {"terms": list(history[0]), "initial": history[0], "final": result.final,

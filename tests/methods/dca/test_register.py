@@ -138,6 +138,8 @@ def test_outputs_in_3d_have_the_fixed_geometry_and_the_learn2reg_layout(tmp_path
     saved_record = json.loads((out / "register.json").read_text())
     assert saved_record == record
     assert saved_record["settings"]["iterations"] == 5 and len(saved_record["loss"]["curve"]["total"]) == 5
+    assert saved_record["settings"]["network"] == "tmdca"
+    assert saved_record["settings"]["network_config"]["depths"] == [1, 1, 1]  # the small preset
     assert saved_record["grid"] == {"shape": list(shape), "spacing": list(spacing), "registered_in": "3D"}
     for when in ("before", "after"):
         assert set(saved_record["metrics"][when]) >= {"dice_mean", "hd95_mean", "sdlogj", "ndv_percent"}
@@ -154,19 +156,23 @@ def test_a_two_voxel_translation_is_recovered_from_the_command_line(tmp_path, ca
              "ms": write(src / "moving_seg.nii.gz", (moving_image > 0.5).astype(np.uint8), spacing),
              "fs": write(src / "fixed_seg.nii.gz", (fixed_image > 0.5).astype(np.uint8), spacing)}
     before = tree_hash(src)
-    argv = ["register", "-o", str(tmp_path / "out"), "--iterations", "30"]
-    for flag, path in paths.items():
-        argv += [f"-{flag}", str(path)]
+    for network, name in (("tmdca", "TM-DCA"), ("convnet", "ConvNet")):
+        out = tmp_path / f"out_{network}"
+        argv = ["register", "-o", str(out), "--iterations", "30", "--network", network]
+        for flag, path in paths.items():
+            argv += [f"-{flag}", str(path)]
 
-    assert main(argv) == 0
+        assert main(argv) == 0
 
-    assert "registered" in capsys.readouterr().out
-    assert tree_hash(src) == before
-    record = json.loads((tmp_path / "out" / "register.json").read_text())
-    assert record["loss"]["final"]["ncc"] < record["loss"]["initial"]["ncc"] - 0.03
-    assert record["metrics"]["after"]["dice_mean"] > record["metrics"]["before"]["dice_mean"] + 0.1
-    disp = disp_from_learn2reg(nibabel.load(str(tmp_path / "out" / "disp_fixed_moving.nii.gz")).get_fdata(), -1)
-    assert disp[0][fixed_image > 0.5].mean() < -1.0  # towards u = (-2, 0)
+        assert f"{name} small, 30 iterations" in capsys.readouterr().out
+        assert tree_hash(src) == before
+        record = json.loads((out / "register.json").read_text())
+        assert record["settings"]["network"] == network
+        assert record["loss"]["final"]["ncc"] < record["loss"]["initial"]["ncc"] - 0.03, network
+        assert record["metrics"]["after"]["dice_mean"] > record["metrics"]["before"]["dice_mean"] + 0.1, network
+        disp = disp_from_learn2reg(nibabel.load(str(out / "disp_fixed_moving.nii.gz")).get_fdata(), -1)
+        assert disp[0][fixed_image > 0.5].mean() < -1.0, network  # towards u = (-2, 0)
+    assert record["settings"]["network_config"] == {"embed_dim": 16, "num_stages": 3, "head_channels": 8}
 
 
 def test_identical_npz_inputs_give_a_near_zero_field(tmp_path):
@@ -203,9 +209,11 @@ def test_a_single_slice_3d_image_is_registered_in_2d_and_overwrite_replaces_own_
     assert read(tmp_path / "out" / "jacdet_f_m.nii.gz").shape == shape
 
 
-def test_diffeomorphic_instance_optimisation_does_not_fold():
+@pytest.mark.parametrize("network", ["tmdca", "convnet"])
+def test_diffeomorphic_instance_optimisation_does_not_fold(network):
     fixed, moving = blob((24, 20), (12.5, 9.5)), blob((24, 20), (10.5, 9.5))
-    result = instance_optimise(fixed, moving, IOSettings(iterations=10, diffeomorphic=True, lambda_reg=0.1))
+    settings = IOSettings(iterations=10, diffeomorphic=True, lambda_reg=0.1, network=network)
+    result = instance_optimise(fixed, moving, settings)
     assert result.final["ncc"] < result.history[0]["ncc"]
     assert np.all(jacobian_determinant(result.displacement) > 0)
     assert result.displacement.shape == (2, 24, 20) and result.warped.shape == (24, 20)
