@@ -39,6 +39,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="predict a stationary velocity field and integrate it (scaling and squaring)")
     p.add_argument("--device", "-device", dest="device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the network's initialisation (default 0)")
+    p.add_argument("--downsample", type=int, default=1,
+                   help="fit at 1/N resolution and upsample the field (default 1: full resolution)")
+    trained = p.add_argument_group("trained model (instead of a freshly initialised network)")
+    trained.add_argument("--model", default=None, metavar="FOLDER",
+                         help="nnU-Net model folder <trainer>__<plans>__<configuration> of a DCARegSegTrainer")
+    trained.add_argument("-tr", dest="trainer", default=None, help="trainer name (with -d and -c, in $nnUNet_results)")
+    trained.add_argument("-d", dest="dataset", default=None, help="dataset name or id")
+    trained.add_argument("-c", dest="configuration", default=None, help="configuration, e.g. 3d_fullres")
+    trained.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    trained.add_argument("--fold", default="0", help="fold of the model (default 0)")
+    trained.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name")
     p.add_argument("--overwrite", action="store_true",
                    help="replace -o if it is an earlier output of nnunet-ext (never any other folder)")
 
@@ -49,11 +60,19 @@ def run(args: argparse.Namespace) -> int:
 
     settings = IOSettings(iterations=args.iterations, preset=args.preset, lr=args.lr, lambda_reg=args.lambda_reg,
                           lambda_seg=args.lambda_seg, diffeomorphic=args.diffeomorphic, device=args.device,
-                          seed=args.seed, network=args.network)
+                          seed=args.seed, network=args.network, downsample=args.downsample)
+    model = None
+    if args.model or args.trainer or args.dataset or args.configuration:
+        from .model import load_model, model_folder
+
+        settings.check()  # the device first
+        folder = model_folder(args.model, args.trainer, args.dataset, args.configuration, args.plans)
+        model = load_model(folder, args.fold, args.checkpoint, args.device)
     record = register_pair(args.fixed, args.moving, args.output, args.moving_seg, args.fixed_seg, settings,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, model=model)
     loss = record["loss"]
-    line = (f"registered {args.moving} onto {args.fixed}: {NETWORKS[args.network]} {args.preset}, "
+    what = f"{NETWORKS[args.network]} {args.preset}" if model is None else f"model {model.trainer_name}"
+    line = (f"registered {args.moving} onto {args.fixed}: {what}, "
             f"{args.iterations} iterations in "
             f"{record['seconds']['optimisation']:.1f} s, loss {loss['initial']['total']:.4f} -> "
             f"{loss['final']['total']:.4f}")

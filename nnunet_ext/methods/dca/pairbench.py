@@ -10,6 +10,8 @@ Methods:
   settings of ``nnunet-ext register``: local NCC 9 + diffusion regulariser, Adam; ``--iterations``, ``--preset``,
   ``--lr``, ``--lambda_reg``, ``--seed``, ``--diffeomorphic``, ``--device``);
 * ``convnet_io``: the same with :class:`~.convnet.ConvNetRegistration` (a conv encoder with TM-DCA's decoder);
+* ``trained``: a trained ``DCARegSegTrainer`` model (``--model FOLDER --fold F``, :mod:`.model`), applied as it is
+  (``--iterations 0``) or fine-tuned on the pair for ``--iterations`` steps; inputs normalised as its training data;
 * ``syn``: ANTs SyN without an affine stage (:func:`~.syn.syn_register`, ANTsPy's default SyN parameters unless
   ``--syn_metric`` / ``--syn_iterations``; needs the extra ``registration-bench``). CPU only.
 
@@ -50,7 +52,7 @@ from nnunet_ext.cli import ArgumentUsageError, OneLineArgumentParser
 from nnunet_ext.errors import UserInputError
 
 PROG = "python -m nnunet_ext.methods.dca.pairbench"
-METHODS = {"tmdca_io": "tmdca", "convnet_io": "convnet", "syn": None}  # method -> IO network
+METHODS = {"tmdca_io": "tmdca", "convnet_io": "convnet", "syn": None, "trained": "tmdca"}  # method -> IO network
 DIRECTIONS = ("forward", "backward")
 LABEL_KEYS = ("labels",)
 
@@ -69,6 +71,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="IO methods: Adam learning rate (default 1e-3)")
     p.add_argument("--lambda_reg", type=float, default=1.0, help="IO methods: diffusion weight (default 1.0)")
     p.add_argument("--diffeomorphic", action="store_true", help="IO methods: integrate a stationary velocity field")
+    p.add_argument("--downsample", type=int, default=1,
+                   help="IO methods: fit at 1/N resolution, field upsampled (default 1)")
+    p.add_argument("--model", default=None, help="trained: the model folder <trainer>__<plans>__<configuration>")
+    p.add_argument("--fold", default="0", help="trained: the model's fold (default 0)")
     p.add_argument("--seed", type=int, default=0, help="IO: network initialisation seed; syn: ANTs random seed")
     p.add_argument("--device", default="cpu", help="IO methods: cpu (default) or cuda; syn runs on the CPU")
     p.add_argument("--threads", type=int, default=None,
@@ -162,16 +168,20 @@ def check_args(args: argparse.Namespace):
         settings.check()
         import_ants()  # a missing extra is reported before anything is read
         return settings
+    if (args.method == "trained") != (args.model is not None):
+        raise UserInputError("--model goes with --method trained (and --method trained needs --model)")
     settings = IOSettings(iterations=args.iterations, preset=args.preset, lr=args.lr, lambda_reg=args.lambda_reg,
                           diffeomorphic=args.diffeomorphic, device=args.device, seed=args.seed,
-                          network=METHODS[args.method])
+                          network=METHODS[args.method], downsample=args.downsample)
     settings.check()
+    if settings.iterations == 0 and args.method != "trained":
+        raise UserInputError("--iterations 0 applies to --method trained only")
     return settings
 
 
 # ------------------------------------------------------------------ one direction
 def register_direction(method: str, settings, fixed: np.ndarray, moving: np.ndarray, spacing,
-                       moving_seg: Optional[np.ndarray]) -> dict:
+                       moving_seg: Optional[np.ndarray], model=None) -> dict:
     """Run ``method`` on (fixed, moving); the field and what the method reports besides."""
     start = time.perf_counter()
     if METHODS[method] is None:
@@ -181,13 +191,14 @@ def register_direction(method: str, settings, fixed: np.ndarray, moving: np.ndar
         seconds = time.perf_counter() - start
         return {"displacement": result.displacement, "seconds": seconds, "ants_warped_labels": result.warped_labels,
                 "extra": {"ants_registration_seconds": result.seconds}}
-    from nnunet_ext.methods.dca.register import instance_optimise
+    from nnunet_ext.methods.dca.register import instance_optimise, minmax_normalise
 
-    result = instance_optimise(fixed, moving, settings)
+    result = instance_optimise(fixed, moving, settings, model=None if model is None else model.network,
+                               normalise=minmax_normalise if model is None else model.normalise)
     seconds = time.perf_counter() - start
     return {"displacement": result.displacement, "seconds": seconds, "ants_warped_labels": None,
             "extra": {"optimisation_seconds": result.seconds,
-                      "seconds_per_iteration": result.seconds / settings.iterations,
+                      "seconds_per_iteration": result.seconds / settings.iterations if settings.iterations else None,
                       "parameters": result.parameters, "loss_initial": result.history[0], "loss_final": result.final}}
 
 
@@ -253,6 +264,11 @@ def run(args: argparse.Namespace) -> int:
 
     settings = check_args(args)
     pair = read_pair(args)
+    model = None
+    if args.method == "trained":
+        from nnunet_ext.methods.dca.model import load_model, model_folder
+
+        model = load_model(model_folder(args.model, None, None, None), args.fold, device=args.device)
     import torch
 
     if args.threads is not None:
@@ -265,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         fixed, moving = roles[name]
         segs = pair.segs or {}
         registered = register_direction(args.method, settings, pair.images[fixed], pair.images[moving],
-                                        pair.spacing, segs.get(moving))
+                                        pair.spacing, segs.get(moving), model)
         record = evaluate_direction(registered, segs.get(fixed), segs.get(moving), pair.spacing, pair.labels)
         files = {"A": pair.paths["fixed"], "B": pair.paths["moving"]}
         record = {"fixed": files[fixed], "moving": files[moving], **record}
@@ -282,7 +298,9 @@ def run(args: argparse.Namespace) -> int:
     if METHODS[args.method] is not None:
         summary["seconds_per_iteration"] = _mean_over(directions, "seconds_per_iteration")
     method_settings = dataclasses.asdict(settings)
-    if METHODS[args.method] is not None:
+    if model is not None:
+        method_settings["model"] = model.describe()
+    elif METHODS[args.method] is not None:
         from nnunet_ext.methods.dca.register import network_config
 
         method_settings["network_config"] = network_config(settings)

@@ -193,6 +193,8 @@ class IOSettings:
         seed: seeds the network's initialisation.
         ncc_window: NCC window per axis (odd).
         network: ``tmdca`` (:class:`~.network.TMDCA`) or ``convnet`` (:class:`~.convnet.ConvNetRegistration`).
+        downsample: fit at 1/``downsample`` resolution (images average-pooled by that factor per axis); the field is
+            upsampled (linearly, its vectors scaled) to the input grid, where everything is warped and measured.
     """
 
     iterations: int = 100
@@ -205,13 +207,16 @@ class IOSettings:
     seed: int = 0
     ncc_window: int = NCC_WINDOW
     network: str = "tmdca"
+    downsample: int = 1
 
     def check(self) -> None:
         """Raise UserInputError (named by the CLI flag) for a setting out of range."""
         from nnunet_ext.methods.dca.network import PRESETS
 
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
-            raise UserInputError(f"--iterations must be >= 1, got {self.iterations}")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
+            raise UserInputError(f"--iterations must be >= 0, got {self.iterations}")
+        if isinstance(self.downsample, bool) or not isinstance(self.downsample, int) or self.downsample < 1:
+            raise UserInputError(f"--downsample must be an integer >= 1, got {self.downsample}")
         if self.network not in NETWORKS:
             raise UserInputError(f"--network must be {' or '.join(NETWORKS)}, got '{self.network}'")
         if self.preset not in PRESETS:
@@ -256,9 +261,23 @@ def _one_hot(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
     return np.stack([labels == value for value in values]).astype(np.float32)
 
 
+def upsample_field(displacement, shape: Sequence[int]):
+    """A voxel displacement ``(B, ndim, *coarse)`` resampled linearly onto ``shape`` (corner-aligned, as
+    :func:`~.transform.warp` indexes voxels), its components scaled by ``(n - 1) / (m - 1)`` per axis."""
+    import torch.nn.functional as F
+
+    coarse = displacement.shape[2:]
+    if tuple(coarse) == tuple(shape):
+        return displacement
+    mode = "bilinear" if len(shape) == 2 else "trilinear"
+    field = F.interpolate(displacement, size=tuple(shape), mode=mode, align_corners=True)
+    scale = [(n - 1) / max(m - 1, 1) for n, m in zip(shape, coarse)]
+    return field * field.new_tensor(scale).view((1, -1) + (1,) * len(shape))
+
+
 def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSettings = IOSettings(),
-                      fixed_labels: Optional[np.ndarray] = None,
-                      moving_labels: Optional[np.ndarray] = None) -> IOResult:
+                      fixed_labels: Optional[np.ndarray] = None, moving_labels: Optional[np.ndarray] = None,
+                      model=None, normalise=minmax_normalise) -> IOResult:
     """Fit a seeded TM-DCA (or ConvNet, ``settings.network``) to one pair (module docstring); return its final field.
 
     Args:
@@ -266,8 +285,15 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
         settings: see :class:`IOSettings` (checked here).
         fixed_labels, moving_labels: integer label maps of that shape; used by the Dice term when
             ``settings.lambda_seg > 0`` (both required then).
+        model: a trained registration network to start from (fine-tuned for ``settings.iterations`` steps, or
+            applied as it is with 0 iterations) instead of a freshly initialised one; it is not modified (a copy is
+            fitted).
+        normalise: intensity normalisation of each image (a trained model's wants its training normalisation).
     """
+    import copy
+
     import torch
+    import torch.nn.functional as F
 
     from nnunet_ext.methods.dca.convnet import build_network
     from nnunet_ext.methods.dca.network import count_parameters
@@ -276,24 +302,34 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
     settings.check()
     if fixed.shape != moving.shape or fixed.ndim not in (2, 3):
         raise ValueError(f"fixed {fixed.shape} and moving {moving.shape} must be 2D or 3D of one shape")
+    if settings.iterations == 0 and model is None:
+        raise UserInputError("--iterations 0 registers with a trained model only (give --model or -tr/-d/-c)")
     use_dice = settings.lambda_seg > 0
     if use_dice and (fixed_labels is None or moving_labels is None):
         raise ValueError("lambda_seg > 0 needs fixed_labels and moving_labels")
     start = time.perf_counter()
     device = torch.device(settings.device)
+    factor = settings.downsample
+    pool = (F.avg_pool2d if fixed.ndim == 2 else F.avg_pool3d) if factor > 1 else None
 
-    def tensor(array: np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0).to(device)
+    def tensor(array: np.ndarray, pooled: bool = True):
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0).to(device)
+        return pool(t, factor, ceil_mode=True) if pooled and pool is not None else t
 
-    fixed_t, moving_t = tensor(minmax_normalise(fixed)[None]), tensor(minmax_normalise(moving)[None])
+    fixed_t, moving_t = tensor(normalise(fixed)[None]), tensor(normalise(moving)[None])
     if use_dice:
         values = foreground_labels(fixed_labels, moving_labels)
         use_dice = bool(values)  # no foreground label anywhere: nothing to overlap
     if use_dice:
         fixed_one_hot, moving_one_hot = tensor(_one_hot(fixed_labels, values)), tensor(_one_hot(moving_labels, values))
     torch.manual_seed(settings.seed)
-    model = build_network(settings.network, fixed.shape, config=settings.preset, diffeomorphic=settings.diffeomorphic,
-                          integration_steps=INTEGRATION_STEPS, drop_path_rate=0.0).to(device).train()
+    if model is None:
+        model = build_network(settings.network, fixed_t.shape[2:], config=settings.preset,
+                              diffeomorphic=settings.diffeomorphic, integration_steps=INTEGRATION_STEPS,
+                              drop_path_rate=0.0)
+        model = model.to(device).train()
+    else:  # fine-tuning keeps the trained BatchNorm statistics (eval mode); the caller's network is left alone
+        model = copy.deepcopy(model).to(device).eval()
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
 
     def evaluate():
@@ -319,7 +355,10 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
         history.append(numbers(terms))
     with torch.no_grad():
         displacement, terms = evaluate()
-        warped = warp(tensor(moving[None]), displacement, "bilinear", "zeros")
+        if not history:  # a trained model applied as it is: its loss on the pair is the whole curve
+            history.append(numbers(terms))
+        displacement = upsample_field(displacement, fixed.shape)
+        warped = warp(tensor(moving[None], pooled=False), displacement, "bilinear", "zeros")
     if device.type == "cuda":
         torch.cuda.synchronize()
     return IOResult(displacement[0].cpu().numpy().astype(np.float32), warped[0, 0].cpu().numpy(), history,
@@ -564,8 +603,11 @@ def output_names(fixed: str | Path, moving: str | Path, with_seg: bool) -> dict[
 # ------------------------------------------------------------------ the command
 def register_pair(fixed: str | Path, moving: str | Path, output: str | Path, moving_seg: str | Path | None = None,
                   fixed_seg: str | Path | None = None, settings: IOSettings = IOSettings(),
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, model=None) -> dict:
     """Python API of ``nnunet-ext register``: check everything, optimise, write ``output`` atomically.
+
+    ``model``: a :class:`~.model.TrainedModel` to register with (``settings.iterations`` steps of fine-tuning on the
+    pair, 0: applied as it is); its network, preset and normalisation replace the settings' ones.
 
     Returns:
         the record written to ``register.json``.
@@ -585,7 +627,9 @@ def register_pair(fixed: str | Path, moving: str | Path, output: str | Path, mov
 
     result = instance_optimise(fixed_v.grid, moving_v.grid, settings,
                                fixed_seg_v.grid if fixed_seg_v is not None else None,
-                               moving_seg_v.grid if moving_seg_v is not None else None)
+                               moving_seg_v.grid if moving_seg_v is not None else None,
+                               model=None if model is None else model.network,
+                               normalise=minmax_normalise if model is None else model.normalise)
     displacement = result.displacement
     jacdet = jacobian_determinant(displacement)
     warped_seg = warp_labels(moving_seg_v.grid, displacement) if moving_seg_v is not None else None
@@ -600,16 +644,23 @@ def register_pair(fixed: str | Path, moving: str | Path, output: str | Path, mov
     names = output_names(fixed, moving, moving_seg_v is not None)
     history = result.history
     best = int(np.argmin([h["total"] for h in history]))
+    if model is None:
+        mode, trained = "instance optimisation", None
+    else:
+        mode = "trained model" + (f" + {settings.iterations} fine-tuning steps" if settings.iterations else "")
+        trained = {**model.describe(), "spacing_note": model.spacing_note(fixed_v.grid_spacing)}
     record = {
         "command": "nnunet-ext register",
-        "mode": "instance optimisation",
+        "mode": mode,
+        "model": trained,
         "inputs": {"fixed": str(fixed), "moving": str(moving), "moving_seg": None if moving_seg is None
                    else str(moving_seg), "fixed_seg": None if fixed_seg is None else str(fixed_seg)},
         "grid": {"shape": list(fixed_v.array.shape), "spacing": list(fixed_v.spacing),
                  "registered_in": f"{fixed_v.grid.ndim}D"},
-        "settings": {**dataclasses.asdict(settings), "optimiser": "Adam", "normalisation": NORMALISATION,
+        "settings": {**dataclasses.asdict(settings), "optimiser": "Adam",
+                     "normalisation": NORMALISATION if model is None else "the model's nnU-Net normalisation",
                      "drop_path_rate": 0.0, "integration_steps": INTEGRATION_STEPS if settings.diffeomorphic else None,
-                     "network_config": network_config(settings),
+                     "network_config": network_config(settings) if model is None else None,
                      "parameters": result.parameters},
         "seconds": {"optimisation": result.seconds, "total": None},
         "loss": {"terms": list(history[0]), "initial": history[0], "final": result.final,

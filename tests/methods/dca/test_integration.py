@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,46 @@ def test_evaluate_reads_the_predictions(dca_run, tmp_path):
           "-o", out], dca_run["env"], dca_run["root"])
     summary = json.loads(out.read_text())
     assert summary["foreground_mean"]["Dice"] > 0.1
+
+
+def test_register_with_the_trained_model_and_fine_tuning(dca_run, tmp_path):
+    raw = dca_run["raw"]
+    fixed, moving = raw / "imagesTs" / "test_0000_0000.nii.gz", raw / "imagesTs" / "test_0001_0000.nii.gz"
+    seg_fixed, seg_moving = raw / "labelsTs" / "test_0000.nii.gz", raw / "labelsTs" / "test_0001.nii.gz"
+    for iterations, flags in ((0, ["--model", _model(dca_run)]), (2, ["-tr", TRAINER, "-d", DATASET, "-c",
+                                                                      "3d_fullres", "-p", PLANS, "--fold", 1])):
+        out = tmp_path / f"reg_{iterations}"
+        _run([_bin("nnunet-ext"), "register", "-f", fixed, "-m", moving, "-ms", seg_moving, "-fs", seg_fixed,
+              "-o", out, "--iterations", iterations, *flags], dca_run["env"], dca_run["root"])
+        record = json.loads((out / "register.json").read_text())
+        assert record["model"]["trainer"] == TRAINER and record["model"]["spacing_note"] is None
+        assert record["mode"].startswith("trained model") and ("fine-tuning" in record["mode"]) == bool(iterations)
+        assert record["metrics"]["after"]["dice_mean"] > 0.3
+        assert (out / "disp_test_0000_0000_test_0001_0000.nii.gz").is_file()
+
+
+def test_register_refuses_a_model_that_is_not_a_registration_trainer(dca_run, tmp_path):
+    folder = tmp_path / "NotReg__nnUNetPlansWholeVolume__3d_fullres"
+    (folder / "fold_0").mkdir(parents=True)
+    for name in ("plans.json", "dataset.json"):
+        (folder / name).write_text((_model(dca_run) / name).read_text())
+    torch.save({"trainer_name": "nnUNetTrainer", "network_weights": {}}, folder / "fold_0" / "checkpoint_final.pth")
+    raw = dca_run["raw"] / "imagesTs"
+    proc = _run([_bin("nnunet-ext"), "register", "-f", raw / "test_0000_0000.nii.gz", "-m",
+                 raw / "test_0001_0000.nii.gz", "-o", tmp_path / "out", "--model", folder], dca_run["env"],
+                dca_run["root"], ok=False)
+    assert proc.returncode == 2 and "trained by nnUNetTrainer, not a registration trainer" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_pairbench_with_the_trained_model(dca_run, tmp_path):
+    raw = dca_run["raw"]
+    out = tmp_path / "bench.json"
+    _run([sys.executable, "-m", "nnunet_ext.methods.dca.pairbench", "--method", "trained", "--model",
+          _model(dca_run), "--iterations", 0, "--both_directions",
+          "--fixed", raw / "imagesTs" / "test_0000_0000.nii.gz", "--moving", raw / "imagesTs" / "test_0001_0000.nii.gz",
+          "--fixed_seg", raw / "labelsTs" / "test_0000.nii.gz", "--moving_seg", raw / "labelsTs" / "test_0001.nii.gz",
+          "-o", out], dca_run["env"], dca_run["root"])
+    result = json.loads(out.read_text())
+    assert result["method"] == "trained" and result["settings"]["model"]["trainer"] == TRAINER
+    assert 0 < result["dice"] <= 1 and result["seconds_per_iteration"] is None

@@ -100,7 +100,10 @@ def test_syn_matches_ants_own_label_warp(pair, tmp_path):
 
 @pytest.mark.parametrize("extra, segs, error", [
     (["--method", "demons"], True, r"argument --method: invalid choice: 'demons'"),
-    (["--iterations", "0"], True, r"--iterations must be >= 1, got 0"),
+    (["--iterations", "0"], True, r"--iterations 0 applies to --method trained only"),
+    (["--iterations", "-2"], True, r"--iterations must be >= 0, got -2"),
+    (["--model", "somewhere"], True, r"--model goes with --method trained"),
+    (["--downsample", "0"], True, r"--downsample must be an integer >= 1, got 0"),
     (["--preset", "huge"], True, r"--preset huge: unknown TM-DCA preset"),
     (["--device", "tpu"], True, r"--device must be cpu or cuda, got 'tpu'"),
     (["--threads", "0"], True, r"--threads must be >= 1, got 0"),
@@ -113,7 +116,8 @@ def test_syn_matches_ants_own_label_warp(pair, tmp_path):
     (["--method", "syn", "--device", "cuda"], True, r"--method syn runs ANTs on the CPU"),
     (["--method", "syn", "--syn_metric", "MI"], True, r"syn_metric must be one of mattes, CC, meansquares, demons"),
     (["--method", "syn", "--syn_iterations", "0", "0"], True, r"SyN iterations must be integers >= 0, not all 0"),
-], ids=["method", "iterations", "preset", "device", "threads", "one_seg", "labels_without_segs", "labels_key",
+], ids=["method", "iterations", "negative_iterations", "model_without_trained", "downsample", "preset",
+        "device", "threads", "one_seg", "labels_without_segs", "labels_key",
         "missing_moving", "shape_mismatch", "syn_on_cuda", "syn_metric", "syn_iterations"])
 def test_bad_arguments_exit_2_with_one_line(pair, tmp_path, capsys, extra, segs, error):
     small = pair["src"] / "small.npz"

@@ -217,3 +217,24 @@ def test_diffeomorphic_instance_optimisation_does_not_fold(network):
     assert result.final["ncc"] < result.history[0]["ncc"]
     assert np.all(jacobian_determinant(result.displacement) > 0)
     assert result.displacement.shape == (2, 24, 20) and result.warped.shape == (24, 20)
+
+
+@pytest.mark.parametrize("coarse,fine", [((5, 6, 7), (9, 11, 13)), ((4, 6), (7, 11))])
+def test_upsampled_field_keeps_an_affine_displacement_exact(coarse, fine):
+    """An affine field u(p) = A p + b in coarse voxels is, on the fine grid (corner-aligned), u'(q) = S (A S^-1 q + b)
+    with S = diag((n - 1) / (m - 1)): linear interpolation reproduces it exactly."""
+    import torch
+
+    from nnunet_ext.methods.dca.register import upsample_field
+
+    generator = np.random.default_rng(0)
+    ndim = len(coarse)
+    matrix, offset = generator.normal(0, 0.1, (ndim, ndim)), generator.normal(0, 1, ndim)
+    scale = np.array([(n - 1) / (m - 1) for n, m in zip(fine, coarse)])
+
+    coarse_points = np.indices(coarse).reshape(ndim, -1)
+    coarse_field = (matrix @ coarse_points + offset[:, None]).reshape(ndim, *coarse)
+    fine_in_coarse_units = np.indices(fine).reshape(ndim, -1) / scale[:, None]
+    expected = (scale[:, None] * (matrix @ fine_in_coarse_units + offset[:, None])).reshape(ndim, *fine)
+    upsampled = upsample_field(torch.from_numpy(coarse_field[None]).float(), fine)[0].numpy()
+    np.testing.assert_allclose(upsampled, expected, atol=1e-4)
