@@ -50,6 +50,21 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         raise ArgumentUsageError(self.prog, message)
 
 
+def run_module_cli(prog: str, doc: str, configure_parser, run, argv: list[str] | None = None) -> int:
+    """``main`` of a ``python -m`` tool (benchmark commands): its parser and ``run``, bad arguments and bad input as
+    one ``PROG: error: ...`` line with exit code 2."""
+    parser = OneLineArgumentParser(prog=prog, description=doc.splitlines()[0])
+    configure_parser(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except ArgumentUsageError as exc:
+        message = str(exc)
+    except UserInputError as exc:
+        message = str(exc)
+    print(f"{prog}: error: {_one_line(message)}", file=sys.stderr)
+    return 2
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "invalid input"
 

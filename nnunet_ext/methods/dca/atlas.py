@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 FUSIONS = ("vote", "similarity")
-NETWORKS = ("tmdca", "convnet")
 SIMILARITY_FLOOR = 1e-3  # added to the local-correlation weights (see module docstring)
 PROBABILITY_FLOOR = 1e-6  # log(0) guard of the returned log-probabilities
 
@@ -47,15 +46,9 @@ PROBABILITY_FLOOR = 1e-6  # log(0) guard of the returned log-probabilities
 def build_registration_network(name: str, image_size: Sequence[int], preset: str, in_channels: int = 1,
                                diffeomorphic: bool = False) -> nn.Module:
     """``tmdca`` (:class:`~.network.TMDCA`) or ``convnet`` (the VoxelMorph-style baseline with TM-DCA's decoder)."""
-    if name == "tmdca":
-        from nnunet_ext.methods.dca.network import TMDCA
+    from nnunet_ext.methods.dca.convnet import build_network
 
-        return TMDCA(image_size, config=preset, diffeomorphic=diffeomorphic, in_channels=in_channels)
-    if name == "convnet":
-        from nnunet_ext.methods.dca.convnet import ConvNetRegistration
-
-        return ConvNetRegistration(image_size, config=preset, diffeomorphic=diffeomorphic, in_channels=in_channels)
-    raise ValueError(f"unknown registration network {name!r}; choose one of {NETWORKS}")
+    return build_network(name, image_size, preset, diffeomorphic=diffeomorphic, in_channels=in_channels)
 
 
 def fit_to_shape(x: torch.Tensor, shape: Sequence[int], value: float = 0.0) -> torch.Tensor:

@@ -48,7 +48,7 @@ from typing import Optional
 
 import numpy as np
 
-from nnunet_ext.cli import ArgumentUsageError, OneLineArgumentParser
+from nnunet_ext.cli import run_module_cli
 from nnunet_ext.errors import UserInputError
 
 PROG = "python -m nnunet_ext.methods.dca.pairbench"
@@ -315,16 +315,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except ArgumentUsageError as exc:
-        message = str(exc)
-    except UserInputError as exc:
-        message = str(exc)
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-    return 2
+    return run_module_cli(PROG, __doc__, configure_parser, run, argv)
 
 
 if __name__ == "__main__":
