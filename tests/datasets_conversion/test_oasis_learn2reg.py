@@ -15,6 +15,7 @@ from nnunet_ext.datasets_conversion import oasis_learn2reg as oasis
 from nnunet_ext.errors import UserInputError
 from tests.conftest import tree_hash
 from tests.datasets_conversion.test_registration_pairs import write_volume
+from tests.datasets_conversion.helpers import assert_refused, read, files, dataset_json
 
 SHAPE = (8, 10, 12)  # z, y, x (real: 224 x 192 x 160 at 1 mm)
 SPACING = (1.0, 1.0, 1.0)
@@ -76,21 +77,6 @@ def write_oasis(src: Path) -> Path:
 @pytest.fixture
 def download(tmp_path) -> Path:
     return write_oasis(tmp_path / "L2R")
-
-
-def read(path: Path):
-    import SimpleITK as sitk
-
-    image = sitk.ReadImage(str(path))
-    return sitk.GetArrayFromImage(image), image
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
-def dataset_json(folder: Path) -> dict:
-    return json.loads((folder / "dataset.json").read_text())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -256,14 +242,8 @@ CHECKS = [
 def test_bad_download_is_one_error_naming_the_file_and_writes_nothing(download, tmp_path, setup, options, message):
     if setup is not None:
         setup(download)
-    before = tree_hash(download) if download.exists() else None
-    with pytest.raises(UserInputError, match=message) as info:
-        oasis.convert(download, 448, raw=tmp_path / "raw", **options)
-    assert "\n" not in str(info.value)
-    assert not (tmp_path / "raw" / "Dataset448_OASIS").exists()
-    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
-    if before is not None:
-        assert tree_hash(download) == before
+    assert_refused(lambda raw: oasis.convert(download, 448, raw=raw, **options), download, tmp_path / "raw",
+                   "Dataset448_OASIS", message)
 
 
 def test_output_inside_the_source_is_refused(download):

@@ -2,7 +2,6 @@
 NIfTI, MHA and NRRD, labels for three of four images, a pairs.csv)."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from nnunet_ext.cli import main
 from nnunet_ext.datasets_conversion import registration_pairs as rp
 from nnunet_ext.errors import UserInputError
 from tests.conftest import tree_hash
+from tests.datasets_conversion.helpers import assert_refused, read, files, dataset_json
 
 SHAPE = (8, 10, 12)  # z, y, x
 SPACING = (2.0, 1.0, 1.0)  # z, y, x in mm
@@ -68,21 +68,6 @@ def write_pairs_folder(src: Path, pairs: bool = True) -> Path:
 @pytest.fixture
 def folder(tmp_path) -> Path:
     return write_pairs_folder(tmp_path / "REG")
-
-
-def read(path: Path):
-    import SimpleITK as sitk
-
-    image = sitk.ReadImage(str(path))
-    return sitk.GetArrayFromImage(image), image
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
-def dataset_json(folder: Path) -> dict:
-    return json.loads((folder / "dataset.json").read_text())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -317,14 +302,8 @@ CHECKS = [
 def test_bad_folder_is_one_error_naming_the_file_and_writes_nothing(folder, tmp_path, setup, options, message):
     if setup is not None:
         setup(folder)
-    before = tree_hash(folder) if folder.exists() else None
-    with pytest.raises(UserInputError, match=message) as info:
-        rp.convert(folder, 449, raw=tmp_path / "raw", **options)
-    assert "\n" not in str(info.value)
-    assert not (tmp_path / "raw" / "Dataset449_RegistrationPairs").exists()
-    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
-    if before is not None:
-        assert tree_hash(folder) == before
+    assert_refused(lambda raw: rp.convert(folder, 449, raw=raw, **options), folder, tmp_path / "raw",
+                   "Dataset449_RegistrationPairs", message)
 
 
 def test_output_inside_the_source_is_refused(folder):
