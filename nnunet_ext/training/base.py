@@ -56,6 +56,16 @@ def unwrap_network(network: nn.Module) -> nn.Module:
     return network
 
 
+def hard_label_counts(predicted: torch.Tensor, truth: torch.Tensor, classes) -> tuple[np.ndarray, np.ndarray,
+                                                                                       np.ndarray]:
+    """Per class of ``classes``: true positives, false positives and false negatives of two integer label maps, as
+    nnU-Net's ``validation_step`` returns them (``tp_hard``, ``fp_hard``, ``fn_hard``) for its pseudo Dice."""
+    tp = np.array([((predicted == c) & (truth == c)).sum().item() for c in classes])
+    fp = np.array([((predicted == c) & (truth != c)).sum().item() for c in classes])
+    fn = np.array([((predicted != c) & (truth == c)).sum().item() for c in classes])
+    return tp, fp, fn
+
+
 def enable_deterministic_algorithms() -> None:
     """Deterministic kernels on CPU and CUDA. cuBLAS needs its workspace config set before the first CUDA matmul,
     otherwise ``use_deterministic_algorithms`` raises on CUDA."""

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnunet_ext.training.base import ExtTrainerBase, adam_with_poly_decay
+from nnunet_ext.training.base import ExtTrainerBase, adam_with_poly_decay, hard_label_counts
 
 from .atlas import AtlasSegmenter, build_registration_network, fit_to_shape
 
@@ -218,10 +218,7 @@ class DCARegSegTrainer(ExtTrainerBase):
         terms, displacement, labels = self.loss_terms(batch)
         warped = warp(labels.roll(-1, 0).float(), displacement, "nearest", "zeros").round().long()
         truth = labels.long()
-        classes = range(1, self.label_manager.num_segmentation_heads)
-        tp = np.array([((warped == c) & (truth == c)).sum().item() for c in classes])
-        fp = np.array([((warped == c) & (truth != c)).sum().item() for c in classes])
-        fn = np.array([((warped != c) & (truth == c)).sum().item() for c in classes])
+        tp, fp, fn = hard_label_counts(warped, truth, range(1, self.label_manager.num_segmentation_heads))
         return {"loss": terms["total"].detach().cpu().numpy(), "tp_hard": tp, "fp_hard": fp, "fn_hard": fn}
 
 

@@ -20,7 +20,7 @@ import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from torch import nn
 
-from nnunet_ext.training.base import ExtTrainerBase
+from nnunet_ext.training.base import ExtTrainerBase, hard_label_counts
 
 from . import anchors as anchor_math
 from . import fourier
@@ -153,10 +153,7 @@ class FFPNTrainer(ExtTrainerBase):
         loss = self.compute_loss(maps, labels)
         predicted = network.label_logits(maps, data.shape[-2:]).argmax(1)
         truth = labels[:, 0].long()
-        classes = range(1, network.num_classes + 1)
-        tp = np.array([((predicted == c) & (truth == c)).sum().item() for c in classes])
-        fp = np.array([((predicted == c) & (truth != c)).sum().item() for c in classes])
-        fn = np.array([((predicted != c) & (truth == c)).sum().item() for c in classes])
+        tp, fp, fn = hard_label_counts(predicted, truth, range(1, network.num_classes + 1))
         return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp, "fp_hard": fp, "fn_hard": fn}
 
 
