@@ -63,6 +63,8 @@ KIND = "brain_pairs"
 DEFAULT_SHAPE = (32, 40, 32)
 LABELS = {"background": 0, "cerebral_white_matter": 1, "cerebral_cortex": 2, "lateral_ventricle": 3,
           "thalamus": 4, "caudate": 5, "putamen": 6, "csf": 7}
+PAIR_CHANNELS = {"0": "fixed", "1": "moving"}
+SUBJECT_CHANNELS = {"0": "T1"}  # layout=subjects
 FREESURFER_IDS = {0: (0,), 1: (2, 41), 2: (3, 42), 3: (4, 43), 4: (10, 49), 5: (11, 50), 6: (12, 51), 7: (24,)}
 WHITE, CORTEX, VENTRICLE, THALAMUS, CAUDATE, PUTAMEN, CSF = 1, 2, 3, 4, 5, 6, 7
 T1_INTENSITY = np.array([0.0, 0.80, 0.45, 0.12, 0.64, 0.56, 0.60, 0.12])
@@ -193,8 +195,7 @@ OPTIONS = (
 )
 
 register(PhantomKind(
-    name=KIND, dataset_name="BrainPairs", channel_names={"0": "fixed", "1": "moving"}, labels=LABELS,
-    make_case=make_case,
-    channel_names_for=lambda options: {"0": "T1"} if options["layout"] == "subjects" else {"0": "fixed", "1": "moving"},
+    name=KIND, dataset_name="BrainPairs", channel_names=PAIR_CHANNELS, labels=LABELS, make_case=make_case,
+    channel_names_for=lambda options: SUBJECT_CHANNELS if options["layout"] == "subjects" else PAIR_CHANNELS,
     description="T1 brain pairs (fixed, moving) related by a known diffeomorphic deformation, 7 structures",
     option_specs=OPTIONS))

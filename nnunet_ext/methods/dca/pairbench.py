@@ -191,10 +191,9 @@ def register_direction(method: str, settings, fixed: np.ndarray, moving: np.ndar
         seconds = time.perf_counter() - start
         return {"displacement": result.displacement, "seconds": seconds, "ants_warped_labels": result.warped_labels,
                 "extra": {"ants_registration_seconds": result.seconds}}
-    from nnunet_ext.methods.dca.register import instance_optimise, minmax_normalise
+    from nnunet_ext.methods.dca.register import instance_optimise
 
-    result = instance_optimise(fixed, moving, settings, model=None if model is None else model.network,
-                               normalise=minmax_normalise if model is None else model.normalise)
+    result = instance_optimise(fixed, moving, settings, trained=model)
     seconds = time.perf_counter() - start
     return {"displacement": result.displacement, "seconds": seconds, "ants_warped_labels": None,
             "extra": {"optimisation_seconds": result.seconds,

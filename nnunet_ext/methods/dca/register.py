@@ -3,8 +3,10 @@
 Instance optimisation ("IO" in the registration literature): a freshly initialised :class:`~.network.TMDCA` (seeded;
 ``network="convnet"``, ``--network convnet``: the :class:`~.convnet.ConvNetRegistration` with the same decoder) is
 fitted to ONE (fixed, moving) pair by optimising its weights with Adam for ``iterations`` steps; the field it predicts
-after the last step is the registration. No training data and no trained model are needed (registering
-with a trained model comes with the trainer).
+after the last step is the registration. No training data and no trained model are needed. With a trained
+``DCARegSegTrainer`` model (:mod:`.model`) the same loop starts from its weights (``iterations`` steps of
+fine-tuning, or 0: the model applied as it is) and the images are normalised as its training cases were.
+``downsample`` fits at a lower resolution (:func:`upsample_field` brings the field back to the input grid).
 
 Loss, minimised over the network weights ``theta`` with ``u = Net_theta(m, f)`` (voxels, pull-back convention of
 :mod:`.transform`: the warped moving image is ``m(x + u(x))``)::
@@ -277,7 +279,7 @@ def upsample_field(displacement, shape: Sequence[int]):
 
 def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSettings = IOSettings(),
                       fixed_labels: Optional[np.ndarray] = None, moving_labels: Optional[np.ndarray] = None,
-                      model=None, normalise=minmax_normalise) -> IOResult:
+                      trained=None) -> IOResult:
     """Fit a seeded TM-DCA (or ConvNet, ``settings.network``) to one pair (module docstring); return its final field.
 
     Args:
@@ -285,10 +287,9 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
         settings: see :class:`IOSettings` (checked here).
         fixed_labels, moving_labels: integer label maps of that shape; used by the Dice term when
             ``settings.lambda_seg > 0`` (both required then).
-        model: a trained registration network to start from (fine-tuned for ``settings.iterations`` steps, or
-            applied as it is with 0 iterations) instead of a freshly initialised one; it is not modified (a copy is
-            fitted).
-        normalise: intensity normalisation of each image (a trained model's wants its training normalisation).
+        trained: a :class:`~.model.TrainedModel` to start from instead of a freshly initialised network (fine-tuned
+            for ``settings.iterations`` steps, or applied as it is with 0 iterations; a copy is fitted); the images
+            are then normalised as its training cases were, else min-max.
     """
     import copy
 
@@ -302,7 +303,7 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
     settings.check()
     if fixed.shape != moving.shape or fixed.ndim not in (2, 3):
         raise ValueError(f"fixed {fixed.shape} and moving {moving.shape} must be 2D or 3D of one shape")
-    if settings.iterations == 0 and model is None:
+    if settings.iterations == 0 and trained is None:
         raise UserInputError("--iterations 0 registers with a trained model only (give --model or -tr/-d/-c)")
     use_dice = settings.lambda_seg > 0
     if use_dice and (fixed_labels is None or moving_labels is None):
@@ -316,6 +317,7 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
         t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).unsqueeze(0).to(device)
         return pool(t, factor, ceil_mode=True) if pooled and pool is not None else t
 
+    normalise = minmax_normalise if trained is None else trained.normalise
     fixed_t, moving_t = tensor(normalise(fixed)[None]), tensor(normalise(moving)[None])
     if use_dice:
         values = foreground_labels(fixed_labels, moving_labels)
@@ -323,13 +325,13 @@ def instance_optimise(fixed: np.ndarray, moving: np.ndarray, settings: IOSetting
     if use_dice:
         fixed_one_hot, moving_one_hot = tensor(_one_hot(fixed_labels, values)), tensor(_one_hot(moving_labels, values))
     torch.manual_seed(settings.seed)
-    if model is None:
+    if trained is None:
         model = build_network(settings.network, fixed_t.shape[2:], config=settings.preset,
                               diffeomorphic=settings.diffeomorphic, integration_steps=INTEGRATION_STEPS,
                               drop_path_rate=0.0)
         model = model.to(device).train()
     else:  # fine-tuning keeps the trained BatchNorm statistics (eval mode); the caller's network is left alone
-        model = copy.deepcopy(model).to(device).eval()
+        model = copy.deepcopy(trained.network).to(device).eval()
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
 
     def evaluate():
@@ -628,8 +630,7 @@ def register_pair(fixed: str | Path, moving: str | Path, output: str | Path, mov
     result = instance_optimise(fixed_v.grid, moving_v.grid, settings,
                                fixed_seg_v.grid if fixed_seg_v is not None else None,
                                moving_seg_v.grid if moving_seg_v is not None else None,
-                               model=None if model is None else model.network,
-                               normalise=minmax_normalise if model is None else model.normalise)
+                               trained=model)
     displacement = result.displacement
     jacdet = jacobian_determinant(displacement)
     warped_seg = warp_labels(moving_seg_v.grid, displacement) if moving_seg_v is not None else None
