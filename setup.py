@@ -36,6 +36,8 @@ setup(
         "monai",
         # the benchmark harness's SLURM executor (job arrays); its local executor runs in the tests
         "submitit",
+        # Mammo-SAM's frozen encoder is segment-anything's ImageEncoderViT (weights only from a local file)
+        "segment-anything==1.0",
     ],
     extras_require={
         # MONAI is the independent reference for surface distances and DDPM schedules in the tests.

@@ -29,6 +29,8 @@ COMMANDS = {
              "FFPN tools (predict-hc18: HC18 PNG folder -> masks + head circumferences)"),
     "bhsd": ("nnunet_ext.methods.bhsd.cli", "BHSD tools (merge: one-class model predictions -> multi-class maps)"),
     "register": ("nnunet_ext.methods.dca.cli", "TM-DCA pairwise registration by instance optimisation"),
+    "mammo-sam": ("nnunet_ext.methods.mammo_sam.cli",
+                  "Mammo-SAM tools (export-encoder: trained model -> SAM-format encoder checkpoint)"),
     "benchmark": ("nnunet_ext.benchmark.cli", "run a YAML benchmark spec (resumable jobs, local or SLURM) / report"),
     "convert": ("nnunet_ext.convert", "convert a public dataset into nnU-Net raw datasets (list: nnunet-ext convert)"),
 }

@@ -22,7 +22,7 @@ import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -103,14 +103,28 @@ def predicts_segmentation(cls: type[nnUNetTrainer]) -> bool:
     return not issubclass(cls, DKMDiffusionTrainer)  # the DM denoises; `nnunet-ext dkm synthesize-post` runs it
 
 
-def pretrained_prerequisites(cls: type[nnUNetTrainer]) -> dict[str, type[nnUNetTrainer]]:
-    """Environment variable -> trainer class whose conformance checkpoint the variable must name while ``cls`` is
-    initialized (a pretrained part trained by another trainer)."""
+def pretrained_prerequisites(cls: type[nnUNetTrainer]) -> dict[str, type[nnUNetTrainer] | Callable[[Path], Path]]:
+    """Environment variable -> what it must name while ``cls`` is initialized: a trainer class (its conformance
+    checkpoint: a pretrained part trained by another trainer) or a function writing a weights file into a folder."""
     from nnunet_ext.methods.dkm.trainers import DKMTrainer
+    from nnunet_ext.methods.mammo_sam.trainers import MammoSAMTrainer
 
     if issubclass(cls, DKMTrainer) and cls.dm_trainer is not None and cls.code_stages:
         return {"nnUNet_ext_dkm_dm_checkpoint": cls.dm_trainer}
+    if issubclass(cls, MammoSAMTrainer) and cls.needs_sam_weights:
+        return {"nnUNet_ext_sam_checkpoint": lambda folder: random_sam_checkpoint(folder, cls.preset, cls.decoder)}
     return {}
+
+
+def random_sam_checkpoint(folder: Path, preset: str, decoder: str) -> Path:
+    """A SAM-format file (RGB patch embedding, ``image_encoder.*`` and SAM decoder keys) with random weights."""
+    from nnunet_ext.methods.mammo_sam.network import MammoSAM
+    from nnunet_ext.methods.mammo_sam.weights import export_sam_checkpoint
+
+    path = Path(folder) / f"sam_{preset}_{decoder}_random.pth"
+    if not path.is_file():
+        export_sam_checkpoint(MammoSAM(3, 2, preset, decoder=decoder), path)
+    return path
 
 
 # --- conformance overrides ----------------------------------------------------------------------------------------
@@ -250,10 +264,11 @@ class ConformanceSession:
     A failed run is cached too: the trainer's later checks fail at once with the same cause instead of retrying.
     """
 
-    def __init__(self, datasets: dict[str, ConformanceDataset], monkeypatch):
+    def __init__(self, datasets: dict[str, ConformanceDataset], monkeypatch, weights_folder: Path):
         self.datasets = datasets
         self.monkeypatch = monkeypatch
         self._runs: dict[tuple[type, str], ConformanceRun | Exception] = {}
+        self.weights_folder = weights_folder  # stand-in pretrained files (random SAM weights)
 
     def dataset_for(self, cls: type[nnUNetTrainer]) -> ConformanceDataset:
         return self.datasets[conformance_dataset(cls)]
@@ -261,8 +276,8 @@ class ConformanceSession:
     @contextlib.contextmanager
     def prerequisites(self, cls: type[nnUNetTrainer], configuration: str) -> Iterator[None]:
         """Point the trainer's prerequisite variables at the conformance checkpoints of the trainers they name."""
-        paths = {variable: self.run(provider, configuration).checkpoint
-                 for variable, provider in pretrained_prerequisites(cls).items()}
+        paths = {variable: self.run(provider, configuration).checkpoint if isinstance(provider, type)
+                 else provider(self.weights_folder) for variable, provider in pretrained_prerequisites(cls).items()}
         with self.monkeypatch.context() as patch:
             for variable, path in paths.items():
                 patch.setenv(variable, str(path))

@@ -75,7 +75,7 @@ def conformance(tmp_path_factory):
             patch.setattr(klass, attribute, value)
         datasets = build_datasets(patch, root / "ws" / "nnUNet_raw", root / "ws" / "nnUNet_preprocessed")
         patch.setenv("nnUNet_n_proc_DA", "0")  # from here on augmentation runs in this process: no workers
-        yield ConformanceSession(datasets, patch)
+        yield ConformanceSession(datasets, patch, root / "weights")
 
 
 # --- discovery ----------------------------------------------------------------------------------------------------

@@ -45,6 +45,25 @@ def adam_with_poly_decay(parameters, lr: float, weight_decay: float, num_epochs:
     return optimizer, PolyLRScheduler(optimizer, lr, num_epochs)
 
 
+class CosineLRScheduler(torch.optim.lr_scheduler.LRScheduler):
+    """Cosine decay ``lr = initial_lr (1 + cos(pi t / T)) / 2`` stepped the way nnU-Net steps its PolyLRScheduler
+    (``step(current_epoch)`` at each epoch start; ``t`` counts calls when no step is given)."""
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int):
+        self.initial_lr, self.max_steps, self.ctr = initial_lr, max_steps, 0
+        super().__init__(optimizer, -1)
+
+    def lr_at(self, step: int) -> float:
+        return 0.5 * self.initial_lr * (1 + np.cos(np.pi * min(step, self.max_steps) / self.max_steps))
+
+    def step(self, current_step=None):
+        if current_step is None or current_step == -1:
+            current_step, self.ctr = self.ctr, self.ctr + 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(current_step)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
 def unwrap_network(network: nn.Module) -> nn.Module:
     """Strip DistributedDataParallel and ``torch.compile`` wrappers (in the order nnU-Net applies them)."""
     from torch._dynamo import OptimizedModule

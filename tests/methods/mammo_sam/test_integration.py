@@ -1,0 +1,92 @@
+"""Mammo-SAM through nnU-Net's real commands on a tiny ``mammo_2d`` phantom (CPU), as the phantom benchmark runs it:
+``nnUNetv2_train -tr MammoSAMPretrainTrainer_tiny`` (the stand-in foundation encoder) -> ``nnunet-ext mammo-sam
+export-encoder`` -> ``nnUNetv2_train`` of ``MammoSAMTrainer_tiny`` (folds 0 and 1) and every tiny ablation (fold 0)
+from that SAM-format file -> ``nnUNetv2_predict`` with the SAM file gone (one fold, the 2-fold ensemble, and the
+SAM-decoder path)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_ext.imageio import read_image
+from tests.conftest import nnunet_bin as _bin, run_command as _run
+
+pytestmark = pytest.mark.slow
+DATASET = 371
+PRETRAIN = "MammoSAMPretrainTrainer_tiny"
+ABLATIONS = ("MammoSAMTrainer_tiny_NoAdapter", "MammoSAMTrainer_tiny_SimpleAdapter",
+             "MammoSAMTrainer_tiny_SAMDecoder", "MammoSAMTrainer_tiny_FreezeEncoder")
+TRAINER = "MammoSAMTrainer_tiny"
+
+
+@pytest.fixture(scope="module")
+def mammo_run(tmp_path_factory):
+    from nnunet_ext.env import environment
+    from nnunet_ext.synth.cli import synthesize
+
+    root = tmp_path_factory.mktemp("mammo_sam")
+    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
+           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env.pop("nnUNet_ext_sam_checkpoint", None)
+    (raw,) = synthesize("mammo_2d", DATASET, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
+                        options={"shape": (64, 48), "no_mass_fraction": 0.0})
+    _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", DATASET, "-c", "2d", "-np", 1, "-npfp", 1], env, root)
+    _run([_bin("nnUNetv2_train"), DATASET, "2d", 0, "-tr", PRETRAIN, "-device", "cpu"], env, root)
+    sam_file = root / "sam_tiny.pth"
+    _run([_bin("nnunet-ext"), "mammo-sam", "export-encoder", "-i", _model(env, PRETRAIN) / "fold_0" /
+          "checkpoint_final.pth", "-o", sam_file], env, root)
+    train_env = {**env, "nnUNet_ext_sam_checkpoint": str(sam_file), "nnUNet_ext_mammo_sam_augmentation": "flips"}
+    for trainer, fold in [(TRAINER, 0), (TRAINER, 1), *((t, 0) for t in ABLATIONS)]:
+        _run([_bin("nnUNetv2_train"), DATASET, "2d", fold, "-tr", trainer, "-device", "cpu"], train_env, root)
+    os.replace(sam_file, root / "moved_away.pth")  # prediction must not need the SAM file
+    outputs = {}
+    # the ablations' predictions share the code of these two (multi-level decoder; SAM decoder)
+    for trainer, folds in [(TRAINER, ["0"]), (TRAINER, ["0", "1"]), ("MammoSAMTrainer_tiny_FreezeEncoder", ["0"])]:
+        outputs[(trainer, tuple(folds))] = root / f"pred_{trainer}_{'_'.join(folds)}"
+        _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", outputs[(trainer, tuple(folds))], "-d",
+              DATASET, "-c", "2d", "-f", *folds, "-tr", trainer, "-device", "cpu", "-npp", 1, "-nps", 1], env, root)
+    return {"env": env, "root": root, "raw": raw, "outputs": outputs, "moved": root / "moved_away.pth"}
+
+
+def _model(env, trainer: str) -> Path:
+    return next(Path(env["nnUNet_results"]).glob(f"Dataset{DATASET}_*/{trainer}__nnUNetPlans__2d"))
+
+
+def test_exported_encoder_is_the_pretrained_one(mammo_run):
+    pretrained = torch.load(_model(mammo_run["env"], PRETRAIN) / "fold_0" / "checkpoint_final.pth",
+                            map_location="cpu", weights_only=False)["network_weights"]
+    exported = torch.load(mammo_run["moved"], weights_only=True)
+    assert set(exported) == {k for k in pretrained if k.startswith("image_encoder.")}
+    np.testing.assert_allclose(exported["image_encoder.patch_embed.proj.weight"].sum(1, keepdim=True).numpy(),
+                               pretrained["image_encoder.patch_embed.proj.weight"].numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("trainer", [TRAINER, *ABLATIONS])
+def test_training_started_from_the_file_and_kept_the_encoder_frozen(mammo_run, trainer):
+    fold = _model(mammo_run["env"], trainer) / "fold_0"
+    record = json.loads((fold / "sam_weights.json").read_text())
+    assert Path(record["path"]).name == "sam_tiny.pth" and record["parts"] == ["image_encoder"]
+    exported = torch.load(mammo_run["moved"], weights_only=True)
+    trained = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    for key, value in exported.items():
+        if key != "image_encoder.patch_embed.proj.weight":
+            assert torch.equal(trained[key], value), key
+    assert any(key.startswith("adapters.") for key in trained) == (not trainer.endswith(("NoAdapter",
+                                                                                         "FreezeEncoder")))
+    assert any(key.startswith("mask_decoder.") for key in trained) == trainer.endswith(("SAMDecoder",
+                                                                                         "FreezeEncoder"))
+
+
+def test_predictions_and_the_fold_ensemble_are_label_maps_of_the_input_geometry(mammo_run):
+    for output in mammo_run["outputs"].values():
+        for reference_path in sorted((mammo_run["raw"] / "labelsTs").iterdir()):
+            prediction, prediction_geometry = read_image(output / reference_path.name)
+            reference, reference_geometry = read_image(reference_path)
+            assert prediction.shape == reference.shape
+            np.testing.assert_allclose(prediction_geometry, reference_geometry)
+            assert set(np.unique(prediction)) <= {0, 1}
