@@ -273,6 +273,24 @@ def _img2d_clash(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         _png(world / "img2d" / "masks" / name, np.zeros((12, 10)))
 
 
+def _cbis(damage: str | None = None):
+    """Write three images of the fake CBIS-DDSM DICOM release of tests/datasets_conversion/test_cbis_ddsm.py into
+    ``cbis/`` (no metadata.csv: the DICOM headers resolve its CSV paths) and break it: ``corrupt`` a full mammogram,
+    ``unresolvable`` the first CSV image path, ``no_csvs`` the case CSVs deleted."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tests.datasets_conversion import test_cbis_ddsm as fake
+
+        root = fake.write_dicom_release(world / "cbis", metadata=False, specs=fake.SPECS[:3])
+        if damage == "corrupt":
+            fake.full_file(root, fake.SPECS[1]).write_bytes(b"this is not a DICOM file" * 10)
+        elif damage == "unresolvable":
+            fake.write_case_csvs(root, fake.SPECS[:3], rows_for=fake.unknown_image_series)
+        elif damage == "no_csvs":
+            for path in root.glob("*_case_description_*.csv"):
+                path.unlink()
+    return setup
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # rows: synth (generated from the declared options of every kind)
 
@@ -530,6 +548,8 @@ IMG2D = ["convert", "image_folder_2d", "-i", f"{W}/img2d/images", "-m", f"{W}/im
 BHSD = ["convert", "bhsd", "-i", f"{W}/bhsd", "-d", "11", "--raw", f"{W}/out_raw"]
 OASIS = ["convert", "oasis_learn2reg", "-i", f"{W}/oasis", "-d", "11", "--raw", f"{W}/out_raw"]
 REGPAIRS = ["convert", "registration_pairs", "-i", f"{W}/regpairs", "-d", "11", "--raw", f"{W}/out_raw"]
+INBREAST = ["convert", "inbreast", "-i", f"{W}/inbreast", "-d", "11", "--raw", f"{W}/out_raw"]
+CBIS = ["convert", "cbis_ddsm", "-i", f"{W}/cbis", "-d", "11", "--raw", f"{W}/out_raw"]
 # out_raw exists (as a user's nnUNet_raw does); the converters' dataset folders must not appear in it
 OUT_NIFTI = f"{W}/out_raw/Dataset011_DCENifti"
 OUT_HC18 = f"{W}/out_raw/Dataset011_HC18"
@@ -539,6 +559,10 @@ OUT_IMG2D = f"{W}/out_raw/Dataset011_ImageFolder2D"
 OUT_BHSD = f"{W}/out_raw/Dataset011_BHSD"
 OUT_OASIS = f"{W}/out_raw/Dataset011_OASIS"
 OUT_REGPAIRS = f"{W}/out_raw/Dataset011_RegistrationPairs"
+OUT_INBREAST = f"{W}/out_raw/Dataset011_INbreast"
+OUT_CBIS = f"{W}/out_raw/Dataset011_CBISDDSM"
+# the fake INbreast release of tests/datasets_conversion/test_inbreast.py: 20586934 holds two masses
+INBREAST_DICOM = "inbreast/AllDICOMs/20586934_6c613a14b80a8591_MG_L_CC_ANON.dcm"
 # the fake BHSD release of tests/datasets_conversion/test_bhsd.py: TRAIN[1] and TEST[0] are scans of it
 BHSD_GT = "label_192/ground truths/ID_aaaa0001_ID_bbbb000002.nii.gz"
 BHSD_IMAGE = "label_192/images/ID_aaaa0004_ID_bbbb000005.nii.gz"
@@ -546,8 +570,8 @@ CAMUS_PATIENT = "camus/training/patient0001"
 
 CONVERT_ROWS = [
     _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
-          r"unknown converter 'kits23' \(choose from bhsd, breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
-          r"image_folder_2d, oasis_learn2reg, registration_pairs\)"),
+          r"unknown converter 'kits23' \(choose from bhsd, breast_mri_nact_pilot, camus, cbis_ddsm, dce_nifti_folder, "
+          r"hc18, image_folder_2d, inbreast, oasis_learn2reg, registration_pairs\)"),
     # dce_nifti_folder
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
           r"source folder .*nope does not exist", absent=OUT_NIFTI),
@@ -766,6 +790,43 @@ CONVERT_ROWS = [
           r"label values are not consecutive 0\.\.K: .*pass --remap_labels",
           setup=_regpairs_volume("labels/a.nii.gz", np.full((8, 10, 12), 9, np.uint8)), absent=OUT_REGPAIRS),
     _case("convert-regpairs-missing_arguments", ["convert", "registration_pairs", "-i", f"{W}/regpairs"],
+          r"^the following arguments are required: -d"),
+    # inbreast (the fake release of tests/datasets_conversion/test_inbreast.py)
+    _case("convert-inbreast-missing_source", [*INBREAST[:3], f"{W}/nope", *INBREAST[4:]],
+          r"source folder .*nope does not exist", absent=OUT_INBREAST),
+    _case("convert-inbreast-no_dicom_folder", [*INBREAST[:3], f"{W}/eval", *INBREAST[4:]],
+          r"eval has no AllDICOMs folder \(INbreast layout", absent=OUT_INBREAST),
+    _case("convert-inbreast-corrupt_xml", INBREAST, r"AllXML/20586934\.xml is not a valid plist XML",
+          setup=_garbage("inbreast/AllXML/20586934.xml"), absent=OUT_INBREAST),
+    _case("convert-inbreast-xml_without_images", INBREAST,
+          r"AllXML/20586934\.xml lacks the INbreast structure: .*'Images' array",
+          setup=_file("inbreast/AllXML/20586934.xml", b'<plist version="1.0"><dict/></plist>'), absent=OUT_INBREAST),
+    _case("convert-inbreast-corrupt_dicom", INBREAST, r"cannot read DICOM file .*20586934_6c613a14b80a8591_MG_L_CC",
+          setup=_garbage(INBREAST_DICOM), absent=OUT_INBREAST),
+    _case("convert-inbreast-xml_without_dicom", INBREAST, r"AllXML/20586934\.xml has no DICOM: no 20586934_\*",
+          setup=_delete(INBREAST_DICOM), absent=OUT_INBREAST),
+    _case("convert-inbreast-bad_max_size", [*INBREAST, "--max-size", "-5"],
+          r"--max-size must be 0 \(full resolution\) or a positive number of pixels, got -5", absent=OUT_INBREAST),
+    _case("convert-inbreast-missing_arguments", ["convert", "inbreast", "-i", f"{W}/inbreast"],
+          r"^the following arguments are required: -d"),
+    # cbis_ddsm (the setups write the fake DICOM release of tests/datasets_conversion/test_cbis_ddsm.py)
+    _case("convert-cbis-missing_source", [*CBIS[:3], f"{W}/nope", *CBIS[4:]], r"source folder .*nope does not exist",
+          absent=OUT_CBIS),
+    _case("convert-cbis-no_release_layout", [*CBIS[:3], f"{W}/eval", *CBIS[4:]],
+          r"eval holds neither the TCIA DICOM release \(\.dcm files\) nor the JPEG copy", absent=OUT_CBIS),
+    _case("convert-cbis-no_case_csvs", CBIS, r"no CBIS-DDSM case CSVs \(mass_case_description_train_set\.csv",
+          setup=_cbis("no_csvs"), absent=OUT_CBIS),
+    _case("convert-cbis-corrupt_dicom", CBIS,
+          r"cannot read DICOM file .*cbis/CBIS-DDSM/Mass-Training_P_00002_RIGHT_CC/.*1-1\.dcm: InvalidDicomError",
+          setup=_cbis("corrupt"), absent=OUT_CBIS),
+    _case("convert-cbis-unresolvable_row", CBIS,
+          r"mass_case_description_train_set\.csv line 2 \(patient P_00001, abnormality 1\): image file path "
+          r"'Mass-Training_P_00001_LEFT_CC/1\.2\.3\.4/1\.2\.3\.5/000000\.dcm' matches no file",
+          setup=_cbis("unresolvable"), absent=OUT_CBIS),
+    _case("convert-cbis-bad_max_size", [*CBIS, "--max-size", "-5"],
+          r"--max-size must be 0 \(full resolution\) or a positive number of pixels, got -5", absent=OUT_CBIS),
+    _case("convert-cbis-bad_split", [*CBIS, "--split", "random"], r"argument --split: invalid choice: 'random'"),
+    _case("convert-cbis-missing_arguments", ["convert", "cbis_ddsm", "-i", f"{W}/cbis"],
           r"^the following arguments are required: -d"),
 ]
 
@@ -1044,6 +1105,7 @@ def _build_world(root: Path) -> None:
     from tests.datasets_conversion.test_bhsd import write_release
     from tests.datasets_conversion.test_breast_mri_nact_pilot import write_study
     from tests.datasets_conversion.test_camus import write_patient
+    from tests.datasets_conversion.test_inbreast import write_inbreast
     from tests.datasets_conversion.test_oasis_learn2reg import write_oasis
     from tests.datasets_conversion.test_registration_pairs import write_pairs_folder
 
@@ -1086,6 +1148,7 @@ def _build_world(root: Path) -> None:
     write_release(root / "bhsd")  # 6 labelled 4 x 8 x 8 scans, a pool of 8, the slice-level CSV
     write_oasis(root / "oasis")  # OASIS/: 5 subjects of 8 x 10 x 12, labels 0..35, OASIS_dataset.json
     write_pairs_folder(root / "regpairs")  # images/ (4), labels/ (3), pairs.csv
+    write_inbreast(root / "inbreast")  # AllDICOMs/ (4 of 40 x 30), AllXML/ (2 with masses, 1 without), INbreast.csv
     for folder in ("images", "masks"):
         (root / "img2d" / folder).mkdir(parents=True)
     for name in ("a", "b"):

@@ -8,8 +8,8 @@ import pytest
 from nnunet_ext.cli import main
 from nnunet_ext.convert import available_converters
 
-CONVERTERS = ["bhsd", "breast_mri_nact_pilot", "camus", "dce_nifti_folder", "hc18", "image_folder_2d",
-              "oasis_learn2reg", "registration_pairs"]
+CONVERTERS = ["bhsd", "breast_mri_nact_pilot", "camus", "cbis_ddsm", "dce_nifti_folder", "hc18", "image_folder_2d",
+              "inbreast", "oasis_learn2reg", "registration_pairs"]
 
 
 def test_every_converter_is_found_with_its_docstring_line():
@@ -21,6 +21,8 @@ def test_every_converter_is_found_with_its_docstring_line():
     assert converters["bhsd"].startswith("Convert the BHSD brain-hemorrhage CT release")
     assert converters["oasis_learn2reg"].startswith("Convert the Learn2Reg OASIS brain-MRI download")
     assert converters["registration_pairs"].startswith("Convert a folder of 3D images (and labels) with registration")
+    assert converters["inbreast"].startswith("Convert INbreast")
+    assert converters["cbis_ddsm"].startswith("Convert CBIS-DDSM")
 
 
 @pytest.mark.parametrize("argv", [["convert"], ["convert", "-h"]])
@@ -47,8 +49,8 @@ def test_listing_imports_no_converter():
 def test_unknown_converter_lists_the_choices(capsys):
     assert main(["convert", "kits23", "-i", "x"]) == 2
     assert capsys.readouterr().err.strip() == ("nnunet-ext convert: error: unknown converter 'kits23' (choose from "
-                                               "bhsd, breast_mri_nact_pilot, camus, dce_nifti_folder, hc18, "
-                                               "image_folder_2d, oasis_learn2reg, registration_pairs)")
+                                               "bhsd, breast_mri_nact_pilot, camus, cbis_ddsm, dce_nifti_folder, hc18, "
+                                               "image_folder_2d, inbreast, oasis_learn2reg, registration_pairs)")
 
 
 def test_converter_help_shows_its_own_options(capsys):
