@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 from nnunet_ext.benchmark import stats
@@ -427,7 +428,7 @@ def _summary_tables(summary: dict) -> list[str]:
     spec's order), e.g. a paper's table layout (``table1.nnunet.EDH``); every key is also in the list below."""
     tables: dict[str, dict[str, dict[str, object]]] = {}
     for key, value in summary.items():
-        parts = key.split(".")
+        parts = key_parts(key)
         if len(parts) == 3 and not isinstance(value, (list, dict)):
             tables.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = value
     lines = []
@@ -554,12 +555,18 @@ def write_plots(spec: Spec, jobs: list[dict], analysis: dict, results: Path, rep
 
 # --- entry -----------------------------------------------------------------------------------------------------------
 
+def key_parts(key: str) -> list[str]:
+    """``a.b.c`` -> ``["a", "b", "c"]``; a double-quoted part keeps its dots: ``low."0.15".unet`` ->
+    ``["low", "0.15", "unet"]`` (result keys such as a fraction of the training cases)."""
+    return [part.strip('"') for part in re.findall(r'"[^"]*"|[^.]+', key)]
+
+
 def nested(summary: dict) -> dict:
     """Summary keys with dots become nested objects in the JSON: ``hc18_dice.unet`` -> ``{"hc18_dice": {"unet": ..}}``
-    (result files whose issue asks for objects)."""
+    (result files whose issue asks for objects); see :func:`key_parts` for parts that contain dots."""
     out: dict = {}
     for key, value in summary.items():
-        *parents, leaf = key.split(".")
+        *parents, leaf = key_parts(key)
         node = out
         for part in parents:
             node = node.setdefault(part, {})

@@ -215,3 +215,10 @@ def test_dotted_summary_keys_become_nested_objects():
 
     flat = {"hc18_dice.unet": 0.9, "hc18_dice.ffpn": 0.8, "camus.unet.LV": 0.7, "n_jobs": 3}
     assert nested(flat) == {"hc18_dice": {"unet": 0.9, "ffpn": 0.8}, "camus": {"unet": {"LV": 0.7}}, "n_jobs": 3}
+
+
+def test_quoted_summary_key_parts_keep_their_dots():
+    from nnunet_ext.benchmark.report import nested
+
+    flat = {'low_label."0.15".unet': 0.5, 'low_label."1.0".unet': 0.7, "a.b": 1}
+    assert nested(flat) == {"low_label": {"0.15": {"unet": 0.5}, "1.0": {"unet": 0.7}}, "a": {"b": 1}}
