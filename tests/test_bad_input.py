@@ -884,6 +884,38 @@ FFPN_ROWS = [
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
+# rows: mammo-sam export-encoder
+
+SAM_OUT = f"{W}/sam_export.pth"
+SAM_EXPORT = ["mammo-sam", "export-encoder", "-i", f"{W}/model_checkpoint.pth", "-o", SAM_OUT]
+
+
+def _torch_file(relative: str, content):
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import torch
+
+        torch.save(content, world / relative)
+    return setup
+
+
+MAMMO_SAM_ROWS = [
+    _case("mammo_sam-missing_checkpoint", SAM_EXPORT, r"-i .*model_checkpoint\.pth: no such file", absent=SAM_OUT),
+    _case("mammo_sam-corrupt_checkpoint", SAM_EXPORT, r"model_checkpoint\.pth: not a checkpoint torch\.load can read",
+          setup=_garbage("model_checkpoint.pth"), absent=SAM_OUT),
+    _case("mammo_sam-not_nnunet_checkpoint", SAM_EXPORT, r"not an nnU-Net checkpoint \(no network_weights\)",
+          setup=_torch_file("model_checkpoint.pth", {"weights": 1}), absent=SAM_OUT),
+    _case("mammo_sam-not_mammo_sam_weights", SAM_EXPORT,
+          r"trainer DemoTrainer\): no image_encoder\.patch_embed\.proj\.weight: not the weights of a Mammo-SAM",
+          setup=_torch_file("model_checkpoint.pth", {"network_weights": {"conv.weight": [0.0]},
+                                                     "trainer_name": "DemoTrainer"}), absent=SAM_OUT),
+    _case("mammo_sam-output_exists", [*SAM_EXPORT[:3], SAM_OUT, *SAM_EXPORT[4:]],
+          r"-o .*sam_export\.pth exists; nothing is overwritten", setup=_file("sam_export.pth")),
+    _case("mammo_sam-missing_arguments", ["mammo-sam", "export-encoder", "-i", f"{W}/x.pth"],
+          r"the following arguments are required: -o"),
+    _case("mammo_sam-no_action", ["mammo-sam"], r"the following arguments are required: action"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
 # rows: bhsd merge
 
 MERGE_OUT = f"{W}/out_merge"
@@ -1069,7 +1101,7 @@ DISPATCHER_ROWS = [
 ]
 
 CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
-                     + FFPN_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
+                     + FFPN_ROWS + MAMMO_SAM_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
 
 
 def count_cases() -> int:

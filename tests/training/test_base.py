@@ -1,4 +1,5 @@
 """Helpers of nnunet_ext.training.base (the trainers themselves: tests/test_trainer_conformance.py)."""
+import pytest
 import torch
 
 
@@ -15,3 +16,21 @@ def test_hard_label_counts_match_sklearns_confusion_matrix():
     assert tp.tolist() == [matrix[c, c] for c in range(1, 4)]
     assert fp.tolist() == [matrix[:, c].sum() - matrix[c, c] for c in range(1, 4)]
     assert fn.tolist() == [matrix[c, :].sum() - matrix[c, c] for c in range(1, 4)]
+
+
+@pytest.mark.parametrize("max_steps", [4, 10, 1000])
+def test_cosine_schedule_matches_the_closed_form(max_steps):
+    import math
+
+    from nnunet_ext.training.base import CosineLRScheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    scheduler = CosineLRScheduler(optimizer, 0.01, max_steps)
+    for step in (0, max_steps // 2, max_steps - 1, max_steps):
+        scheduler.step(step)  # as nnU-Net steps it: lr_scheduler.step(current_epoch)
+        expected = 0.005 * (1 + math.cos(math.pi * step / max_steps))
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    counting = CosineLRScheduler(optimizer, 0.01, max_steps)  # construction sets step 0
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    counting.step()  # without an argument: the next step
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005 * (1 + math.cos(math.pi / max_steps)))
