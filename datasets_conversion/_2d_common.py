@@ -1,7 +1,9 @@
-"""What the 2D converters (camus, image_folder_2d) share: reading one 2D frame with SimpleITK."""
+"""What the 2D converters share: reading one 2D frame with SimpleITK (camus, image_folder_2d) and the area-averaging
+``--max-size`` downsampling of whole mammograms (cbis_ddsm, inbreast)."""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import tempfile
@@ -114,3 +116,77 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def spacing_text(spacing: tuple[float, float]) -> str:
     """``"0.3 x 0.15"`` (x then y, as :func:`shape_text`) for a (y, x) spacing."""
     return f"{spacing[1]:g} x {spacing[0]:g}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --max-size: area-averaging downsampling (cbis_ddsm, inbreast)
+
+
+def check_max_size(max_size: int) -> int:
+    """``max_size`` itself when it is 0 (full resolution) or a positive number of pixels, else a UserInputError."""
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise UserInputError(f"--max-size must be 0 (full resolution) or a positive number of pixels, got "
+                             f"{max_size!r}")
+    return max_size
+
+
+def output_shape(shape: tuple[int, int], max_size: int) -> tuple[int, int]:
+    """The written shape: ``shape`` itself when its long side fits (or ``max_size`` is 0), else scaled so that its long
+    side is ``max_size``, aspect kept.
+
+    Each side ``n`` becomes ``max(1, min(max_size, floor(n * max_size / max(shape) + 0.5)))`` (halves round up).
+    """
+    longest = max(shape)
+    if max_size == 0 or longest <= max_size:
+        return tuple(shape)
+    return tuple(max(1, min(max_size, int(math.floor(n * max_size / longest + 0.5)))) for n in shape)
+
+
+def area_weights(n_in: int, n_out: int):
+    """Sparse ``(n_out, n_in)`` matrix ``W`` of area averaging along one axis, ``out = W @ in``.
+
+    With ``s = n_in / n_out``, output pixel i covers ``[i s, (i + 1) s)`` of the input axis and
+    ``W[i, j] = length([j, j + 1) intersected with [i s, (i + 1) s)) / s``: each input pixel weighs by its overlap,
+    every row sums to 1, and ``s * sum(out) = sum(in)``. For an integer ``s`` this is the mean of ``s`` pixel blocks.
+    """
+    from scipy import sparse
+
+    step = n_in / n_out
+    rows, cols, weights = [], [], []
+    for i in range(n_out):
+        low, high = i * step, min((i + 1) * step, n_in)
+        for j in range(int(math.floor(low)), min(int(math.ceil(high)), n_in)):
+            overlap = min(high, j + 1) - max(low, j)
+            if overlap > 1e-9:
+                rows.append(i)
+                cols.append(j)
+                weights.append(overlap)
+    matrix = sparse.csr_matrix((weights, (rows, cols)), shape=(n_out, n_in))
+    return sparse.diags(1.0 / np.asarray(matrix.sum(axis=1)).ravel()) @ matrix
+
+
+def area_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``array`` (y, x) area-averaged onto ``shape`` (float64): ``W_y @ array @ W_x^T`` with :func:`area_weights`, so
+    each new pixel is the mean over its area and ``s_y * s_x * sum(out) = sum(in)``."""
+    if tuple(shape) == array.shape:
+        return array.astype(np.float64)
+    rows = area_weights(array.shape[0], shape[0]) @ array.astype(np.float64)
+    return np.asarray(area_weights(array.shape[1], shape[1]) @ np.asarray(rows).T).T
+
+
+def shrink_image(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``array`` area-averaged onto ``shape`` (:func:`area_resize`), rounded half to even and clipped back to its
+    integer dtype (a float image keeps the means); ``array`` itself when the shape is unchanged."""
+    if tuple(shape) == array.shape:
+        return array
+    means = area_resize(array, shape)
+    if np.issubdtype(array.dtype, np.integer):
+        limits = np.iinfo(array.dtype)
+        return np.clip(np.rint(means), limits.min, limits.max).astype(array.dtype)
+    return means.astype(array.dtype)
+
+
+def shrink_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Binary ``mask`` onto ``shape`` (uint8): a new pixel is foreground where at least half its area was, i.e. where
+    the area-averaged mask (:func:`area_resize`) is >= 0.5."""
+    return (area_resize(mask, shape) >= 0.5).astype(np.uint8)

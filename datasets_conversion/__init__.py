@@ -15,5 +15,6 @@ Converters:
     bhsd: BHSD head CT (official 96/96 split, negatives from the slice-level CSV, unlabeled pool) (BHSD).
     oasis_learn2reg: Learn2Reg 2021 task 3 OASIS brain MRI (35 labels, registration pairs from OASIS_dataset.json).
     registration_pairs: any folder of 3D images/labels with pairs.csv or an atlas (registration pairs in dataset.json).
+    cbis_ddsm: CBIS-DDSM mammograms (TCIA DICOM or Kaggle JPEG) -> 2D mass dataset, official or seeded 75/25 split.
     inbreast: INbreast mammograms (DICOM + XML mass outlines) -> 2D mass dataset, an external test set by default.
 """

@@ -75,6 +75,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_ext.datasets_conversion._2d_common import (check_max_size, output_shape, shape_text, shrink_image,
+                                                      shrink_mask)
 from nnunet_ext.errors import UserInputError
 
 CONVERTER = "datasets_conversion.cbis_ddsm"
@@ -507,66 +509,6 @@ def binary_mask(array: np.ndarray, lossy: bool) -> np.ndarray | None:
     return array != 0
 
 
-def output_shape(shape: tuple[int, int], max_size: int) -> tuple[int, int]:
-    """The written size: ``shape`` itself, or scaled so that its long side is ``max_size``."""
-    longest = max(shape)
-    if max_size == 0 or longest <= max_size:
-        return tuple(shape)
-    return tuple(max(1, int(math.floor(n * max_size / longest + 0.5))) for n in shape)
-
-
-def area_weights(n_in: int, n_out: int):
-    """Sparse ``(n_out, n_in)`` matrix ``W`` of area averaging along one axis, ``out = W @ in``.
-
-    With ``s = n_in / n_out``, output pixel i covers ``[i s, (i + 1) s)`` of the input axis and
-    ``W[i, j] = length([j, j + 1) intersected with [i s, (i + 1) s)) / s``: each input pixel weighs by its overlap,
-    every row sums to 1, and ``s * sum(out) = sum(in)``. For an integer ``s`` this is the mean of ``s`` pixel blocks.
-    """
-    from scipy import sparse
-
-    step = n_in / n_out
-    rows, cols, weights = [], [], []
-    for i in range(n_out):
-        low, high = i * step, min((i + 1) * step, n_in)
-        for j in range(int(math.floor(low)), min(int(math.ceil(high)), n_in)):
-            overlap = min(high, j + 1) - max(low, j)
-            if overlap > 1e-9:
-                rows.append(i)
-                cols.append(j)
-                weights.append(overlap)
-    matrix = sparse.csr_matrix((weights, (rows, cols)), shape=(n_out, n_in))
-    return sparse.diags(1.0 / np.asarray(matrix.sum(axis=1)).ravel()) @ matrix
-
-
-def area_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``array`` (y, x) area-averaged onto ``shape`` (float64)."""
-    if tuple(shape) == array.shape:
-        return array.astype(np.float64)
-    rows = area_weights(array.shape[0], shape[0]) @ array.astype(np.float32)
-    return np.asarray(area_weights(array.shape[1], shape[1]) @ np.asarray(rows).T).T
-
-
-def shrink_image(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Area average onto ``shape``, rounded back to the stored integer type."""
-    if tuple(shape) == array.shape:
-        return array
-    means = area_resize(array, shape)
-    if np.issubdtype(array.dtype, np.integer):
-        limits = np.iinfo(array.dtype)
-        return np.clip(np.rint(means), limits.min, limits.max).astype(array.dtype)
-    return means.astype(array.dtype)
-
-
-def shrink_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A pixel of the smaller mask is foreground where at least half its area was."""
-    return (area_resize(mask.astype(np.float32), shape) >= 0.5).astype(np.uint8)
-
-
-def size_text(shape: tuple[int, ...]) -> str:
-    """``"30x40"`` (width x height) for an array of shape (40, 30)."""
-    return f"{shape[1]}x{shape[0]}"
-
-
 def label_of(case: Case, image_shape: tuple[int, int], read, lossy: bool) -> tuple[np.ndarray | None, tuple | None]:
     """``(label, None)``: the union of the case's ROI masks, or ``(None, (reason, detail))`` when it is skipped."""
     label = np.zeros(image_shape, bool)
@@ -585,8 +527,8 @@ def label_of(case: Case, image_shape: tuple[int, int], read, lossy: bool) -> tup
                 label |= mask
         elif misfits:
             path, mask = misfits[0]
-            return None, ("mask_size_mismatch", f"{row.where()}: ROI mask {path} is {size_text(mask.shape)} but "
-                                                f"its mammogram {case.image} is {size_text(image_shape)}")
+            return None, ("mask_size_mismatch", f"{row.where()}: ROI mask {path} is {shape_text(mask.shape)} but "
+                                                f"its mammogram {case.image} is {shape_text(image_shape)}")
         else:
             return None, ("no_roi_mask", f"{row.where()}: no binary ROI mask among "
                                          f"{', '.join(str(p) for p in candidates)}")
@@ -629,9 +571,7 @@ def convert(source: str | Path, dataset_id: int, name: str | None = None, raw: s
                                  (abnormality, ABNORMALITIES, "--abnormality")):
         if value not in allowed:
             raise UserInputError(f"{flag} must be one of {', '.join(allowed)}, got '{value}'")
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-        raise UserInputError(f"--max-size must be 0 (full resolution) or a positive number of pixels, got "
-                             f"{max_size!r}")
+    check_max_size(max_size)
     source = Path(source)
     name = name or DEFAULT_NAMES[abnormality]
     folder, retire = raw_dataset_target(raw, dataset_id, name, overwrite)
@@ -683,7 +623,7 @@ def convert(source: str | Path, dataset_id: int, name: str | None = None, raw: s
                 "spacing_source": spacing_source, "spacing": list(written_spacing)}
             if progress is not None:
                 progress(f"[{index}/{len(cases)}] {case.id} -> images{case.split} ({len(case.rows)} ROI(s), "
-                         f"{size_text(picture.array.shape)} -> {size_text(shape)})")
+                         f"{shape_text(picture.array.shape)} -> {shape_text(shape)})")
         if not written:
             raise UserInputError(f"no image left to convert: all {len(cases)} were skipped (e.g. "
                                  f"{next(iter(skipped.values()))['detail']})")

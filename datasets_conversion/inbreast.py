@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunet_ext.datasets_conversion._2d_common import check_max_size, output_shape, shrink_image, shrink_mask
 from nnunet_ext.errors import UserInputError
 
 CONVERTER = "datasets_conversion.inbreast"
@@ -274,60 +275,6 @@ def fill_masses(masses: list[tuple[int, np.ndarray]], shape: tuple[int, int], xm
     return mask
 
 
-def area_weights(size_in: int, size_out: int):
-    """Sparse ``(size_out, size_in)`` matrix: row i averages the input pixels that output pixel i covers, each
-    weighted by the length of its overlap (output pixel i spans ``[i, i + 1) * size_in / size_out``)."""
-    from scipy import sparse
-
-    step = size_in / size_out
-    rows, cols, values = [], [], []
-    for i in range(size_out):
-        start, end = i * step, (i + 1) * step
-        for j in range(int(math.floor(start)), min(int(math.ceil(end)), size_in)):
-            overlap = min(end, j + 1) - max(start, j)
-            if overlap > 1e-12:
-                rows.append(i)
-                cols.append(j)
-                values.append(overlap / step)
-    return sparse.csr_matrix((values, (rows, cols)), shape=(size_out, size_in))
-
-
-def area_resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``array`` (y, x) resampled to ``shape`` by area averaging (float64): the mean over each new pixel's area."""
-    if tuple(shape) == array.shape:
-        return array.astype(np.float64)
-    across_rows = area_weights(array.shape[0], shape[0]) @ array.astype(np.float64)
-    return np.asarray((area_weights(array.shape[1], shape[1]) @ across_rows.T).T)
-
-
-def target_shape(shape: tuple[int, int], max_size: int) -> tuple[int, int]:
-    """The shape whose long side is ``max_size`` (aspect kept), or ``shape`` when it fits (or ``max_size`` is 0)."""
-    if max_size == 0 or max(shape) <= max_size:
-        return tuple(shape)
-    factor = max_size / max(shape)
-    return tuple(max(1, min(max_size, int(round(n * factor)))) for n in shape)
-
-
-def check_max_size(max_size: int) -> int:
-    if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0:
-        raise UserInputError(f"--max-size must be 0 (full resolution) or a positive number of pixels, got "
-                             f"{max_size!r}")
-    return max_size
-
-
-def shrink(image: np.ndarray, mask: np.ndarray, max_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image and mask with the long side at most ``max_size``: area-averaged image (rounded back to its dtype) and
-    mask (>= 0.5 is mass)."""
-    shape = target_shape(image.shape, max_size)
-    if shape == image.shape:
-        return image, mask
-    small = area_resize(image, shape)
-    if image.dtype.kind in "ui":
-        info = np.iinfo(image.dtype)
-        small = np.round(small).clip(info.min, info.max)
-    return small.astype(image.dtype), (area_resize(mask, shape) >= 0.5).astype(np.uint8)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # dataset
 
@@ -353,7 +300,8 @@ def convert(source: str | Path, dataset_id: int, name: str = DEFAULT_NAME, raw: 
         for index, case in enumerate(cases, start=1):
             image, spacing, notes = read_dicom(case["dicom"])
             mask = fill_masses(case["masses"], image.shape, case["xml"])
-            small, small_mask = shrink(image, mask, max_size)
+            shape = output_shape(image.shape, max_size)
+            small, small_mask = shrink_image(image, shape), shrink_mask(mask, shape)
             scale = (small.shape[0] / image.shape[0], small.shape[1] / image.shape[1])
             new_spacing = (spacing[0] / scale[0], spacing[1] / scale[1])
             write_image(tmp / f"images{split}" / f"{case['id']}_0000{FILE_ENDING}", small, new_spacing)

@@ -23,6 +23,7 @@ Image = pytest.importorskip("PIL.Image")
 from nnunet_ext.atomic import MARKER  # noqa: E402
 from nnunet_ext.cli import main  # noqa: E402
 from nnunet_ext.datasets_conversion import cbis_ddsm  # noqa: E402
+from nnunet_ext.datasets_conversion._2d_common import area_resize  # noqa: E402
 from tests.conftest import tree_hash  # noqa: E402
 from tests.datasets_conversion.helpers import assert_refused, dataset_json, files, read  # noqa: E402
 
@@ -437,17 +438,6 @@ def test_paper_split_proportion_grouping_and_seed_on_a_release_sized_list():
 # downsampling
 
 
-def test_area_resize_is_block_mean_and_keeps_the_sum():
-    rng = np.random.default_rng(1)
-    array = rng.uniform(0, 100, (40, 30))
-    halved = cbis_ddsm.area_resize(array, (20, 15))
-    assert np.allclose(halved, array.reshape(20, 2, 15, 2).mean(axis=(1, 3)))
-    odd = cbis_ddsm.area_resize(array, (16, 12))  # 2.5 input pixels per output pixel
-    assert odd.sum() * 2.5 * 2.5 == pytest.approx(array.sum())
-    assert cbis_ddsm.output_shape((40, 30), 16) == (16, 12)
-    assert cbis_ddsm.output_shape((40, 30), 0) == (40, 30) == cbis_ddsm.output_shape((40, 30), 64)
-
-
 @pytest.mark.parametrize("max_size, shape", [(20, (20, 15)), (16, (16, 12)), (64, (40, 30))])
 def test_max_size_shrinks_records_the_scale_and_scales_the_spacing(release, tmp_path, max_size, shape):
     folder = cbis_ddsm.convert(release, 447, raw=tmp_path / "raw", max_size=max_size)
@@ -461,7 +451,7 @@ def test_max_size_shrinks_records_the_scale_and_scales_the_spacing(release, tmp_
     assert record["size"] == list(FULL) and record["written_size"] == list(shape)
     assert record["scale"] == pytest.approx(list(scale))
     assert str(max_size) in dataset_json(folder)["conversion"]["downsampling"]["rule"]
-    expected = cbis_ddsm.area_resize(label_of(spec), shape) >= 0.5
+    expected = area_resize(label_of(spec), shape) >= 0.5
     assert np.array_equal(label, expected.astype(np.uint8))
     if max_size == 20:
         means = image_of(spec).astype(float).reshape(20, 2, 15, 2).mean(axis=(1, 3))

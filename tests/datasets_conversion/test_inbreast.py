@@ -202,17 +202,6 @@ def test_max_size_area_averages_and_records_the_scale(source, tmp_path, max_size
     assert label.sum() / (scale[0] * scale[1]) == pytest.approx(union.sum(), rel=0.25)
 
 
-@pytest.mark.parametrize("size_in, size_out", [(40, 16), (30, 12), (7, 3), (10, 10)])
-def test_area_resize_weights_every_input_pixel_by_its_covered_area(size_in, size_out):
-    weights = inbreast.area_weights(size_in, size_out).toarray()
-    assert np.allclose(weights.sum(axis=1), 1)  # a mean
-    assert np.allclose(weights.sum(axis=0), size_out / size_in)  # every input pixel counted once in total
-    array = np.random.default_rng(0).uniform(0, 1, (size_in, size_in + 3))
-    out = inbreast.area_resize(array, (size_out, size_out + 1))
-    assert out.sum() * (size_in / size_out) * ((size_in + 3) / (size_out + 1)) == pytest.approx(array.sum())
-    assert np.allclose(inbreast.area_resize(np.full((size_in, 5), 7.0), (size_out, 2)), 7.0)
-
-
 @pytest.mark.parametrize("spacing_tag, photometric", [("ImagerPixelSpacing", "MONOCHROME2"),
                                                        ("PixelSpacing", "MONOCHROME1")])
 def test_spacing_fallback_and_monochrome1_inversion(source, tmp_path, spacing_tag, photometric):
