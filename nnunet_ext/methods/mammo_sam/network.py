@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-PATCH = 16
 ADAPTERS = ("msa", "simple", "none")
 DECODERS = ("multilevel", "sam")
 
@@ -46,6 +45,7 @@ class EncoderPreset:
     img_size: int = 1024
     window_size: int = 14
     out_chans: int = 256
+    patch_size: int = 16
 
 
 PRESETS = {
@@ -63,7 +63,8 @@ def build_image_encoder(preset: EncoderPreset, in_chans: int = 3) -> nn.Module:
     from segment_anything.modeling import ImageEncoderViT
 
     return ImageEncoderViT(depth=preset.depth, embed_dim=preset.embed_dim, img_size=preset.img_size, mlp_ratio=4,
-                           norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=preset.num_heads, patch_size=PATCH,
+                           norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=preset.num_heads,
+                           patch_size=preset.patch_size,
                            qkv_bias=True, use_rel_pos=True, global_attn_indexes=preset.global_attn_indexes,
                            window_size=preset.window_size, out_chans=preset.out_chans, in_chans=in_chans)
 
@@ -189,7 +190,7 @@ class MammoSAM(nn.Module):
     def _build_sam_decoder(self) -> None:
         from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
-        dim, grid = self.preset.out_chans, self.preset.img_size // PATCH
+        dim, grid = self.preset.out_chans, self.preset.img_size // self.preset.patch_size
         self.prompt_encoder = PromptEncoder(embed_dim=dim, image_embedding_size=(grid, grid),
                                             input_image_size=(self.preset.img_size,) * 2, mask_in_chans=16)
         self.prompt_encoder.requires_grad_(False)  # only its no-mask embedding and PE are used; nothing to train
@@ -230,7 +231,8 @@ class MammoSAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pad_h, pad_w = (-height) % PATCH, (-width) % PATCH
+        patch = self.preset.patch_size
+        pad_h, pad_w = (-height) % patch, (-width) % patch
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         features = self.encode(x)
