@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .labels import label_map_target
+
 KERNEL_SIZE = 31
 EDGE_FACTOR = 5.0
 
@@ -174,17 +176,7 @@ class PixelPositionAwareLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_2d(logits, "logits")
-        if target.ndim == logits.ndim - 1:
-            target = target.unsqueeze(1)
-        if target.ndim != logits.ndim or target.shape[1] != 1 or target.shape[2:] != logits.shape[2:] \
-                or target.shape[0] != logits.shape[0]:
-            raise ValueError(f"target must be (B, 1, H, W) labels matching logits {tuple(logits.shape)}, "
-                             f"got {tuple(target.shape)}")
-        labels = target.long()
-        valid = None
-        if self.ignore_label is not None:
-            valid = labels != self.ignore_label
-            labels = torch.where(valid, labels, torch.zeros_like(labels))
+        labels, valid = label_map_target(logits, target, self.ignore_label)
         z = one_vs_rest_logits(logits.float())
         losses = [ppa_loss_binary(z[:, c - 1:c], (labels == c).float(), self.reference_quirk, valid)
                   for c in range(1, logits.shape[1])]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .labels import label_map_target
+
 
 def global_ssim(s: torch.Tensor, g: torch.Tensor, data_range: float = 1.0, k1: float = 0.01, k2: float = 0.03,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,16 +89,7 @@ class SSIMLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]
-        if target.ndim == logits.ndim - 1:
-            target = target.unsqueeze(1)
-        if target.shape[1] != 1 or target.shape[2:] != logits.shape[2:]:
-            raise ValueError(f"target must be (B, 1, *spatial) labels matching logits {tuple(logits.shape)}, "
-                             f"got {tuple(target.shape)}")
-        labels = target.long()
-        mask = None
-        if self.ignore_label is not None:
-            mask = labels != self.ignore_label
-            labels = torch.where(mask, labels, torch.zeros_like(labels))
+        labels, mask = label_map_target(logits, target, self.ignore_label)
         first = 0 if self.include_background else 1
         if num_classes - first < 1:
             raise ValueError(f"SSIMLoss needs at least one scored class, logits have {num_classes} channels")

@@ -73,3 +73,12 @@ def test_the_trainer_module_exports_every_class_to_the_shim():
     shim = importlib.import_module("nnunet_ext.trainers.mammo_sam_trainers")
     names = {n for n, v in vars(trainers).items() if isinstance(v, type) and issubclass(v, trainers.MammoSAMTrainer)}
     assert names <= set(vars(shim))
+
+
+def test_only_the_pretraining_trainer_leaves_the_ppa_loss():
+    from nnunet_ext.training.base import ExtTrainerBase
+
+    assert trainers.MammoSAMPretrainTrainer_tiny._build_loss is not trainers.MammoSAMTrainer._build_loss
+    assert all(getattr(trainers, name)._build_loss is trainers.MammoSAMTrainer._build_loss
+               for name in dir(trainers) if name.startswith("MammoSAMTrainer"))
+    assert ExtTrainerBase._build_loss is not trainers.MammoSAMTrainer._build_loss
