@@ -5,7 +5,7 @@ of their masses and calcifications, described by four CSVs (``mass_case_descript
 ``calc_case_description_{train,test}_set.csv``; one row per abnormality: ``patient_id``, ``left or right breast``,
 ``image view``, ``abnormality id``, ``abnormality type``, ``pathology``, ``image file path``, ``cropped image file
 path``, ``ROI mask file path``; the density column is ``breast_density`` in one and ``breast density`` in the other).
-Mammo-SAM (Xiong et al., MLMI 2023) segments its 1,592 mass images with a 75/25 split of all of them. Source layouts::
+Mammo-SAM (Xiong et al., MICCAI 2023) segments its 1,592 mass images with a 75/25 split of all of them. Source layouts::
 
     TCIA DICOM release (NBIA download; the CSVs anywhere under -i)
     SRC/CBIS-DDSM/Mass-Training_P_00001_LEFT_CC/<study folder>/<series folder>/1-1.dcm      full mammogram
@@ -636,7 +636,7 @@ def convert(source: str | Path, dataset_id: int, name: str | None = None, raw: s
                         "train_images": len(training), "test_images": len(written) - len(training)}
         if split == "paper":
             split_record.update(test_fraction=PAPER_TEST_FRACTION, drawn_from=len(cases), note=(
-                "Mammo-SAM (MLMI 2023): 75 % of all CBIS-DDSM mass images for training, 25 % for testing; the paper "
+                "Mammo-SAM (MICCAI 2023): 75 % of all CBIS-DDSM mass images for training, 25 % for testing; the paper "
                 "does not say how; drawn here with the seed, whole patients at a time (no patient on both sides)"))
         else:
             split_record["note"] = "the release's split: Training CSVs -> imagesTr, Test CSVs -> imagesTs"
