@@ -198,6 +198,8 @@ class MammoSAM(nn.Module):
         self.mask_decoder = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
             depth=2, embedding_dim=dim, mlp_dim=8 * dim, num_heads=heads), transformer_dim=dim, iou_head_depth=3,
             iou_head_hidden_dim=dim)
+        # mask-quality head: its output is unused without prompts; frozen, so DDP sees no parameter without a gradient
+        self.mask_decoder.iou_prediction_head.requires_grad_(False)
 
     # --- encoder ------------------------------------------------------------------------------------------------
     def _adapted_block(self, index: int, x: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,8 @@ def test_only_adapters_and_decoder_train(adapter, decoder):
     expected = {"decoder"} if decoder == "multilevel" else {"mask_decoder"}
     assert trainable == expected | ({"adapters"} if adapter != "none" else set())
     adapters = 0 if adapter == "none" else PRESETS["tiny"].depth * _count(network.adapters[0])
-    decoder_count = _count(network.decoder if decoder == "multilevel" else network.mask_decoder)
+    decoder_count = (_count(network.decoder) if decoder == "multilevel" else
+                     _count(network.mask_decoder) - _count(network.mask_decoder.iou_prediction_head))
     assert network.trainable_parameter_count() == adapters + decoder_count
 
 
@@ -158,3 +159,16 @@ def test_bad_settings_are_refused(kwargs, message):
     arguments = {"num_input_channels": 1, "num_classes": 2, "preset": "tiny", **kwargs}
     with pytest.raises(ValueError, match=message):
         MammoSAM(**arguments)
+
+
+@pytest.mark.parametrize("adapter,decoder", [("msa", "multilevel"), ("none", "sam"), ("simple", "sam")])
+def test_every_trainable_parameter_gets_a_gradient(adapter, decoder):
+    """nnU-Net's DistributedDataParallel (no find_unused_parameters) fails on a trainable parameter left out."""
+    torch.manual_seed(0)
+    network = MammoSAM(1, 2, "tiny", adapter, decoder)
+    if network.adapters is not None:
+        for module in network.adapters:
+            torch.nn.init.ones_(module.up[1].weight)  # past the zero start
+    torch.nn.functional.cross_entropy(network(torch.randn(2, 1, 32, 32)), torch.randint(0, 2, (2, 32, 32))).backward()
+    missing = [name for name, p in network.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
