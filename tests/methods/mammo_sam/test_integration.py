@@ -1,9 +1,9 @@
 """Mammo-SAM through nnU-Net's real commands on a tiny ``mammo_2d`` phantom (CPU), as the phantom benchmark runs it:
 ``nnUNetv2_train -tr MammoSAMPretrainTrainer_tiny`` (the stand-in foundation encoder) -> ``nnunet-ext mammo-sam
-export-encoder`` -> ``nnUNetv2_train`` of ``MammoSAMTrainer_tiny`` (folds 0 and 1) and every tiny ablation (fold 0)
-from that SAM-format file -> ``nnUNetv2_predict`` with the SAM file gone (the 2-fold ensemble and the SAM-decoder
-path) and the benchmark's scoring command (:mod:`nnunet_ext.methods.mammo_sam.bench`, fold 0, film and digital test
-sets)."""
+export-encoder`` -> ``nnUNetv2_train`` of ``MammoSAMTrainer_tiny`` (folds 0 and 1) and of the Freeze Encoder row
+(fold 0) from that SAM-format file -> ``nnUNetv2_predict`` with the SAM file gone (the 2-fold ensemble and the
+SAM-decoder path) and the benchmark's scoring command (:mod:`nnunet_ext.methods.mammo_sam.bench`, fold 0, film and
+digital test sets)."""
 from __future__ import annotations
 
 import json
@@ -21,8 +21,9 @@ from tests.conftest import nnunet_bin as _bin, run_command as _run
 pytestmark = pytest.mark.slow
 DATASET = 371
 PRETRAIN = "MammoSAMPretrainTrainer_tiny"
-ABLATIONS = ("MammoSAMTrainer_tiny_NoAdapter", "MammoSAMTrainer_tiny_SimpleAdapter",
-             "MammoSAMTrainer_tiny_SAMDecoder", "MammoSAMTrainer_tiny_FreezeEncoder")
+# the SAM-decoder path; the other ablations differ from these two only in settings (tests/test_trainer_conformance.py
+# checks that claim and runs every one by name; the benchmark trains each through nnUNetv2_train)
+ABLATIONS = ("MammoSAMTrainer_tiny_FreezeEncoder",)
 TRAINER = "MammoSAMTrainer_tiny"
 
 
