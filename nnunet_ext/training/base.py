@@ -36,6 +36,18 @@ def _env_int(name: str) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
+def env_flag(name: str) -> bool:
+    """An on/off environment variable: ``1``, ``true`` or ``t`` (any case) switch it on."""
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "t")
+
+
+def check_patch_dimensions(trainer: str, spatial_dims: int | None, patch_size, configuration: str) -> None:
+    """Refuse a configuration whose patch has another number of spatial axes than the trainer's network handles."""
+    if spatial_dims is not None and len(patch_size) != spatial_dims:
+        raise RuntimeError(f"{trainer} is {spatial_dims}D: train it with {'the 2d' if spatial_dims == 2 else 'a 3d'} "
+                           f"configuration, not {configuration!r}")
+
+
 def adam_with_poly_decay(parameters, lr: float, weight_decay: float, num_epochs: int):
     """Adam at ``lr`` with nnU-Net's poly learning-rate decay (nnU-Net's ``nnUNetTrainerVanillaAdam`` recipe):
     ``(optimizer, scheduler)`` as ``configure_optimizers`` returns them."""
@@ -122,12 +134,15 @@ class ExtTrainerBase(nnUNetTrainer):
     val_iterations_default: int | None = None
     initial_lr_default: float | None = None
     supported_configurations: tuple[str, ...] = ("2d", "3d_fullres")
+    spatial_dims: int | None = None              # 2 or 3: refuse patches of the other kind (None: both work)
     conformance_overrides: Mapping[str, Any] = MappingProxyType({})  # read-only: a shared mutable default would leak
     conformance_variant_of: str | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        check_patch_dimensions(type(self).__name__, self.spatial_dims, self.configuration_manager.patch_size,
+                               configuration)
         schedule = {
             "num_epochs": _env_int("nnUNet_ext_epochs") or self.num_epochs_default,
             "num_iterations_per_epoch": _env_int("nnUNet_ext_iters") or self.iterations_per_epoch_default,
@@ -142,7 +157,7 @@ class ExtTrainerBase(nnUNetTrainer):
         if self.adam_lr is not None:
             self.initial_lr = self.adam_lr
         self.seed = _env_int("nnUNet_ext_seed") or 0
-        self.deterministic = os.environ.get("nnUNet_ext_deterministic", "0").lower() in ("1", "true", "t")
+        self.deterministic = env_flag("nnUNet_ext_deterministic")
         self.print_to_log_file(
             f"nnunet-ext: seed={self.seed} deterministic={self.deterministic} epochs={self.num_epochs} "
             f"iters={self.num_iterations_per_epoch} val_iters={self.num_val_iterations_per_epoch} "
@@ -182,7 +197,7 @@ class ExtTrainerBase(nnUNetTrainer):
             self.optimizer.step()
 
     def perform_actual_validation(self, save_probabilities: bool = False):
-        if os.environ.get("nnUNet_ext_skip_final_validation", "0").lower() in ("1", "true", "t"):
+        if env_flag("nnUNet_ext_skip_final_validation"):
             self.print_to_log_file("nnunet-ext: final validation skipped (nnUNet_ext_skip_final_validation=1)")
             return
         super().perform_actual_validation(save_probabilities)

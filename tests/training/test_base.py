@@ -34,3 +34,28 @@ def test_cosine_schedule_matches_the_closed_form(max_steps):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
     counting.step()  # without an argument: the next step
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005 * (1 + math.cos(math.pi / max_steps)))
+
+
+@pytest.mark.parametrize("spatial_dims,patch,refused", [(2, [32, 32], False), (2, [16, 32, 32], True),
+                                                        (3, [16, 32, 32], False), (3, [32, 32], True),
+                                                        (None, [32, 32], False), (None, [16, 32, 32], False)])
+def test_patch_dimensions_of_the_other_kind_are_refused(spatial_dims, patch, refused):
+    from nnunet_ext.training.base import check_patch_dimensions
+
+    if refused:
+        with pytest.raises(RuntimeError, match=rf"XTrainer is {spatial_dims}D: train it with .* not 'cfg'"):
+            check_patch_dimensions("XTrainer", spatial_dims, patch, "cfg")
+    else:
+        check_patch_dimensions("XTrainer", spatial_dims, patch, "cfg")
+
+
+@pytest.mark.parametrize("value,expected", [("1", True), ("true", True), (" T ", True), ("0", False), ("", False),
+                                            ("yes", False), (None, False)])
+def test_env_flag(monkeypatch, value, expected):
+    from nnunet_ext.training.base import env_flag
+
+    if value is None:
+        monkeypatch.delenv("NNUNET_EXT_TEST_FLAG", raising=False)
+    else:
+        monkeypatch.setenv("NNUNET_EXT_TEST_FLAG", value)
+    assert env_flag("NNUNET_EXT_TEST_FLAG") is expected

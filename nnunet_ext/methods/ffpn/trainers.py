@@ -41,15 +41,13 @@ class FFPNTrainer(ExtTrainerBase):
     refine: bool = False            # CSR (FFPN-R)
     initial_lr_default = 1e-3
     supported_configurations = ("2d",)
+    spatial_dims = 2
     conformance_overrides = {"input_size": 64, "preset": "tiny"}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False  # one output
-        if len(self.configuration_manager.patch_size) != 2:
-            raise RuntimeError(f"{type(self).__name__} is 2D: train it with the 2d configuration, not "
-                               f"{configuration!r}")
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
