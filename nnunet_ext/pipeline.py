@@ -81,7 +81,7 @@ def train(dataset_id: int, configuration: str, fold: int | str, trainer: str, pl
     run_logged(cmd, env, log_file, total_epochs, desc=f"train {trainer} fold {fold}")
 
 
-def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, dataset_id: int,
+def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, dataset_id: int | str,
             configuration: str, folds: Sequence[int | str], trainer: str, plans: str,
             env: Mapping[str, str], log_file: str | os.PathLike, extra: Sequence[str] = (),
             device: str = "cpu") -> None:

@@ -145,9 +145,7 @@ def one_vs_rest_logits(logits: torch.Tensor) -> torch.Tensor:
     num_classes = logits.shape[1]
     if num_classes < 2:
         raise ValueError(f"need at least 2 channels (background + foreground), got {num_classes}")
-    if num_classes == 2:
-        return logits[:, 1:2] - logits[:, 0:1]
-    channels = []
+    channels = []  # for two classes: logits_1 - logits_0 (the log-sum-exp of one logit is that logit)
     for c in range(1, num_classes):
         rest = torch.cat([logits[:, :c], logits[:, c + 1:]], dim=1)
         channels.append(logits[:, c] - torch.logsumexp(rest, dim=1))

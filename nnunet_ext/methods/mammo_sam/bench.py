@@ -41,7 +41,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def _model_identity(model: Path) -> tuple[Path, str, str, str, str]:
     """(results root, dataset folder name, trainer, plans, configuration) of a model folder."""
-    parts = model.name.split("__")
+    from nnunetv2.utilities.file_path_utilities import convert_identifier_to_trainer_plans_config
+
+    parts = convert_identifier_to_trainer_plans_config(model.name)
     if len(parts) != 3 or not (model / "plans.json").is_file():
         raise UserInputError(f"--model {model}: not an nnU-Net model folder (Trainer__Plans__configuration with "
                              f"plans.json)")
@@ -59,16 +61,16 @@ def camouflaged_cases(raw: Path) -> set[str]:
 
 def score_set(name: str, raw: Path, predictions: Path) -> dict[str, dict[str, float]]:
     """``case -> {"<name>_Dice": ..., ..., "<name>_camouflaged_Dice": ... (camouflaged cases only)}``."""
-    from nnunet_ext.imageio import read_image
     from nnunet_ext.metrics.evaluate import evaluate_case
 
     camouflaged = camouflaged_cases(raw)
     per_case = {}
     for reference in sorted((raw / "labelsTs").glob("*.nii.gz")):
         case = reference.name[:-len(".nii.gz")]
-        metrics = evaluate_case(str(reference), str(predictions / reference.name), [1])["metrics"][1]
+        evaluated = evaluate_case(str(reference), str(predictions / reference.name), [1])
+        metrics = evaluated["metrics"][1]
         values = {f"{name}_{key}": float(metrics[source]) for key, source in METRIC_KEYS.items()}
-        if math.isnan(values[f"{name}_precision"]) and read_image(reference)[0].any():
+        if math.isnan(values[f"{name}_precision"]) and evaluated["reference_labels"]:
             values[f"{name}_precision"] = 0.0  # nothing predicted on an image with a mass: no correct positive
         if case in camouflaged:
             values[f"{name}_camouflaged_Dice"] = values[f"{name}_Dice"]
@@ -106,9 +108,8 @@ def run(args: argparse.Namespace) -> int:
     for name, raw in sets:
         with tempfile.TemporaryDirectory(prefix=f"mammo_bench_{name}_") as scratch:
             predictions = Path(scratch) / "predictions"
-            pipeline.predict(raw / "imagesTs", predictions, int(dataset[len("Dataset"):].split("_")[0]),
-                             configuration, [args.fold], trainer, plans, env, Path(scratch) / "predict.log",
-                             device=args.device)
+            pipeline.predict(raw / "imagesTs", predictions, dataset, configuration, [args.fold], trainer, plans,
+                             env, Path(scratch) / "predict.log", device=args.device)
             per_case = score_set(name, raw, predictions)
         for case, values in per_case.items():
             output["per_case"].setdefault(case, {}).update(values)

@@ -174,7 +174,6 @@ class MammoSAM(nn.Module):
                              f"{num_classes}")
         self.preset_name, self.preset = preset, PRESETS[preset]
         self.adapter_kind, self.decoder_kind = adapter, decoder
-        self.num_classes = num_classes
         self.activation_checkpointing = activation_checkpointing
         self.image_encoder = build_image_encoder(self.preset, num_input_channels)
         self.image_encoder.requires_grad_(not freeze_encoder)  # trainable only to pretrain the tiny stand-in

@@ -30,7 +30,7 @@ import os
 import torch
 from torch import nn
 
-from nnunet_ext.training.base import CosineLRScheduler, ExtTrainerBase
+from nnunet_ext.training.base import CosineLRScheduler, ExtTrainerBase, env_flag
 
 from .network import MammoSAM
 
@@ -74,15 +74,13 @@ class MammoSAMTrainer(ExtTrainerBase):
     initial_lr_default = 1e-2
     momentum: float = 0.9
     supported_configurations = ("2d",)
+    spatial_dims = 2
     conformance_overrides = {"preset": "tiny"}
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.enable_deep_supervision = False
-        if len(self.configuration_manager.patch_size) != 2:
-            raise RuntimeError(f"{type(self).__name__} is 2D: train it with the 2d configuration, not "
-                               f"{configuration!r}")
         if self.label_manager.has_regions:
             raise RuntimeError(f"{type(self).__name__} trains on label maps; dataset.json defines regions")
         self.augmentation = os.environ.get(AUGMENTATION_VARIABLE, "nnunet").strip() or "nnunet"
@@ -94,9 +92,8 @@ class MammoSAMTrainer(ExtTrainerBase):
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision=True) -> nn.Module:
-        checkpointing = os.environ.get(CHECKPOINTING_VARIABLE, "0").lower() in ("1", "true", "t")
         return MammoSAM(num_input_channels, num_output_channels, cls.preset, cls.adapter, cls.decoder,
-                        activation_checkpointing=checkpointing, freeze_encoder=cls.freeze_encoder)
+                        activation_checkpointing=env_flag(CHECKPOINTING_VARIABLE), freeze_encoder=cls.freeze_encoder)
 
     def initialize(self):
         first_time = not self.was_initialized

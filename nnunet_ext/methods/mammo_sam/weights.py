@@ -7,7 +7,8 @@ needs no SAM file.
 
 Accepted files (read with ``torch.load(..., weights_only=True)``): a full SAM state dict (``image_encoder.*``,
 ``prompt_encoder.*``, ``mask_decoder.*``), an encoder-only state dict (``patch_embed.*``, ``blocks.*``, ``neck.*``),
-either possibly wrapped in ``{"model": ...}`` or ``{"state_dict": ...}`` or prefixed ``module.`` (DataParallel).
+either possibly wrapped in ``{"model": ...}`` or ``{"state_dict": ...}`` or prefixed ``module.`` (DataParallel) or
+``_orig_mod.`` (``torch.compile``).
 SAM's patch embedding reads RGB; for a one-channel network its weights are summed over RGB (a grey image fed as
 three equal channels gives the same response). The prompt encoder and mask decoder are read for networks with the
 SAM decoder (``decoder="sam"``) when the file has them.
@@ -37,7 +38,7 @@ def checkpoint_path_from_environment() -> Path:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The flat state dict of a SAM-format file, wrappers and ``module.`` prefixes removed."""
+    """The flat state dict of a SAM-format file, wrappers and wrapper prefixes removed."""
     if not path.is_file():
         raise UserInputError(f"SAM checkpoint {path} (from {CHECKPOINT_VARIABLE}) does not exist; nnunet-ext never "
                              f"downloads weights: download it yourself and point {CHECKPOINT_VARIABLE} at it")
@@ -52,7 +53,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
         raise UserInputError(f"{path} ({CHECKPOINT_VARIABLE}) is not a SAM checkpoint: expected a state dict of "
                              f"tensors, got {type(content).__name__}")
-    return {key.removeprefix("module."): value for key, value in content.items()}
+    return _without_wrapper_prefixes(content)
+
+
+def _without_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys without the prefixes DataParallel/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) add."""
+    return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
 
 
 def split_parts(state: dict[str, torch.Tensor], path: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -82,11 +88,10 @@ def likely_variant(encoder_state: dict[str, torch.Tensor]) -> str:
 
 
 def _adapt_patch_embedding(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """File weights (E, 3, 16, 16) for a network reading ``in_chans`` channels: summed over RGB for one channel."""
+    """File weights (E, 3, 16, 16) for a network reading ``in_chans`` channels: summed over RGB and shared equally
+    by the network's channels (for one channel: the plain sum)."""
     if weight.shape[1] == in_chans:
         return weight
-    if weight.shape[1] == 3 and in_chans == 1:
-        return weight.sum(dim=1, keepdim=True)
     return weight.sum(dim=1, keepdim=True).repeat(1, in_chans, 1, 1) / in_chans
 
 
@@ -131,8 +136,7 @@ def sam_format(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The SAM-format part of a :class:`MammoSAM` state dict: ``image_encoder.*`` (and SAM decoder parts, if any),
     with the patch embedding written for RGB: a one-channel network's weights are divided by three and repeated,
     so :func:`load_sam_weights` sums them back to the same values."""
-    state = {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
-    result = {key: value.detach().cpu().clone() for key, value in state.items()
+    result = {key: value.detach().cpu().clone() for key, value in _without_wrapper_prefixes(state).items()
               if key.split(".", 1)[0] in ("image_encoder", *DECODER_PARTS)}
     if "image_encoder.patch_embed.proj.weight" not in result:
         raise UserInputError("no image_encoder.patch_embed.proj.weight: not the weights of a Mammo-SAM network")
