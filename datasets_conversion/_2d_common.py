@@ -1,5 +1,5 @@
-"""What the 2D converters share: reading one 2D frame with SimpleITK (camus, image_folder_2d) and the area-averaging
-``--max-size`` downsampling of whole mammograms (cbis_ddsm, inbreast)."""
+"""What the 2D converters share: reading one 2D frame with SimpleITK (camus, image_folder_2d), reading one grey DICOM
+mammogram, and the area-averaging ``--max-size`` downsampling of whole mammograms (cbis_ddsm, inbreast)."""
 from __future__ import annotations
 
 import contextlib
@@ -190,3 +190,36 @@ def shrink_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Binary ``mask`` onto ``shape`` (uint8): a new pixel is foreground where at least half its area was, i.e. where
     the area-averaged mask (:func:`area_resize`) is >= 0.5."""
     return (area_resize(mask, shape) >= 0.5).astype(np.uint8)
+
+
+def exception_text(exc: Exception) -> str:
+    """``"Type: first line"`` of an exception, for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def read_dicom_2d(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, str | None, str]:
+    """``(pixels (y, x), spacing (y, x) in mm or None, the tag the spacing came from, PhotometricInterpretation)`` of
+    a single-frame grey DICOM image. Stored values are kept, except that MONOCHROME1 is inverted over the stored bit
+    range (dense is bright); the spacing is the first usable of PixelSpacing and ImagerPixelSpacing."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+        array = np.asarray(ds.pixel_array)
+    except Exception as exc:  # pydicom raises many types for a damaged file: all mean unreadable
+        raise UserInputError(f"cannot read DICOM file {path}: {exception_text(exc)}") from None
+    if array.ndim != 2:
+        raise UserInputError(f"DICOM file {path} holds pixels of shape {array.shape}; expected one grey 2D image")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric == "MONOCHROME1":
+        top = (1 << int(ds.get("BitsStored") or array.dtype.itemsize * 8)) - 1
+        array = (top - array.astype(np.int64)).clip(0).astype(array.dtype)
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            pair = [float(v) for v in (ds.get(key) or [])]
+        except (TypeError, ValueError):
+            continue
+        if len(pair) == 2 and all(math.isfinite(v) and v > 0 for v in pair):
+            return array, (pair[0], pair[1]), key, photometric
+    return array, None, None, photometric

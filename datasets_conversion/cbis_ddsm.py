@@ -75,8 +75,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_ext.datasets_conversion._2d_common import (check_max_size, output_shape, shape_text, shrink_image,
-                                                      shrink_mask)
+from nnunet_ext.datasets_conversion._2d_common import (check_max_size, exception_text, output_shape, read_dicom_2d,
+                                                      shape_text, shrink_image, shrink_mask)
 from nnunet_ext.errors import UserInputError
 
 CONVERTER = "datasets_conversion.cbis_ddsm"
@@ -237,11 +237,6 @@ def _dicom_files(folder: Path) -> list[Path]:
                   and p.is_file())
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 class DicomResolver:
     """Files of a CSV path in the DICOM layout: ``metadata.csv`` first, the DICOM headers (read once) second."""
 
@@ -279,7 +274,7 @@ class DicomResolver:
                     ds = pydicom.dcmread(path, stop_before_pixels=True,
                                          specific_tags=["SeriesInstanceUID", "StudyInstanceUID"])
                 except Exception as exc:  # pydicom raises many types for a damaged file: all mean unreadable
-                    raise UserInputError(f"cannot read DICOM file {path}: {_short(exc)}") from None
+                    raise UserInputError(f"cannot read DICOM file {path}: {exception_text(exc)}") from None
                 for kind, tag in (("series", "SeriesInstanceUID"), ("study", "StudyInstanceUID")):
                     if ds.get(tag):
                         maps[kind].setdefault(str(ds.get(tag)).strip(), []).append(path)
@@ -448,27 +443,9 @@ class Picture:
 
 
 def read_dicom(path: Path) -> Picture:
-    """A single-frame grey DICOM image, stored values (MONOCHROME1 inverted: dense is bright)."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path)
-        array = np.asarray(ds.pixel_array)
-    except Exception as exc:  # pydicom raises many types for a damaged file: all mean unreadable
-        raise UserInputError(f"cannot read DICOM file {path}: {_short(exc)}") from None
-    if array.ndim != 2:
-        raise UserInputError(f"DICOM file {path} holds pixels of shape {array.shape}; expected one grey 2D image")
-    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
-        top = 2 ** int(ds.get("BitsStored") or array.dtype.itemsize * 8) - 1
-        array = (top - array.astype(np.int64)).astype(array.dtype)
-    for key in ("PixelSpacing", "ImagerPixelSpacing"):
-        try:
-            pair = [float(v) for v in (ds.get(key) or [])]
-        except (TypeError, ValueError):
-            continue
-        if len(pair) == 2 and all(math.isfinite(v) and v > 0 for v in pair):
-            return Picture(array, (pair[0], pair[1]), key)
-    return Picture(array)
+    """A single-frame grey DICOM image (:func:`read_dicom_2d`: MONOCHROME1 inverted, spacing when the file has one)."""
+    array, spacing, source, _ = read_dicom_2d(path)
+    return Picture(array, spacing, source)
 
 
 def read_jpeg(path: Path) -> Picture:
@@ -484,7 +461,7 @@ def read_jpeg(path: Path) -> Picture:
     except UnidentifiedImageError:
         raise UserInputError(f"cannot read JPEG file {path}: not an image file PIL can identify") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise UserInputError(f"cannot read JPEG file {path}: {_short(exc)}") from None
+        raise UserInputError(f"cannot read JPEG file {path}: {exception_text(exc)}") from None
     return Picture(array)
 
 

@@ -48,7 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunet_ext.datasets_conversion._2d_common import check_max_size, output_shape, shrink_image, shrink_mask
+from nnunet_ext.datasets_conversion._2d_common import (check_max_size, output_shape, read_dicom_2d, shrink_image,
+                                                      shrink_mask)
 from nnunet_ext.errors import UserInputError
 
 CONVERTER = "datasets_conversion.inbreast"
@@ -226,31 +227,12 @@ def plan_cases(source: Path, all_images: bool) -> tuple[list[dict], list[dict], 
 
 
 def read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float], dict]:
-    """``(pixels (y, x), spacing (y, x) in mm, notes)`` of one INbreast DICOM; MONOCHROME1 is inverted."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for corrupt files; all mean "unreadable"
-        text = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-        raise UserInputError(f"cannot read DICOM file {path}: {reason}") from None
-    if pixels.ndim != 2:
-        raise UserInputError(f"DICOM file {path} holds pixel data of shape {pixels.shape}; expected one grayscale "
-                             f"frame")
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    try:
-        spacing = (float(spacing[0]), float(spacing[1]))
-    except (TypeError, ValueError, IndexError):
-        spacing = None
-    if spacing is None or not all(math.isfinite(s) and s > 0 for s in spacing):
+    """``(pixels (y, x), spacing (y, x) in mm, notes)`` of one INbreast DICOM (:func:`read_dicom_2d`); INbreast
+    always records its 0.07 mm spacing, so a file without one is refused."""
+    pixels, spacing, _, photometric = read_dicom_2d(path)
+    if spacing is None:
         raise UserInputError(f"DICOM file {path} has no usable PixelSpacing or ImagerPixelSpacing")
-    notes = {"photometric": str(ds.get("PhotometricInterpretation", ""))}
-    if notes["photometric"] == "MONOCHROME1":
-        top = (1 << int(ds.get("BitsStored", 16))) - 1 if pixels.dtype.kind == "u" else int(pixels.max())
-        pixels = (top - pixels.astype(np.int64)).clip(0).astype(pixels.dtype)
-    return pixels, spacing, notes
+    return pixels, spacing, {"photometric": photometric}
 
 
 def fill_masses(masses: list[tuple[int, np.ndarray]], shape: tuple[int, int], xml: Path | None) -> np.ndarray:

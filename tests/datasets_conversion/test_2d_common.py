@@ -129,3 +129,34 @@ def test_shrink_mask_thresholds_the_area_mean(shape_out):
     assert np.array_equal(out, area_resize(mask, shape_out) >= 0.5)
     if shape_out == (20, 15):
         assert np.array_equal(out, block_mean(mask, shape_out) >= 0.5)
+
+
+@pytest.mark.parametrize("spacing_tag,photometric", [("PixelSpacing", "MONOCHROME2"),
+                                                     ("ImagerPixelSpacing", "MONOCHROME1"), (None, "MONOCHROME2")])
+def test_read_dicom_2d_spacing_and_inversion(tmp_path, spacing_tag, photometric):
+    import pydicom
+
+    from nnunet_ext.datasets_conversion._2d_common import read_dicom_2d
+    from tests.datasets_conversion.test_inbreast import SPACING, write_dicom
+
+    stored = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    path = tmp_path / "image.dcm"
+    write_dicom(path, stored, spacing_tag or "PixelSpacing", photometric)
+    if spacing_tag is None:
+        ds = pydicom.dcmread(path)
+        del ds.PixelSpacing
+        ds.save_as(path, enforce_file_format=True)
+    pixels, spacing, source, read_photometric = read_dicom_2d(path)
+    expected = stored if photometric == "MONOCHROME2" else (1 << 14) - 1 - stored  # BitsStored 14
+    assert np.array_equal(pixels, expected) and read_photometric == photometric
+    assert (spacing, source) == (((SPACING, SPACING), spacing_tag) if spacing_tag else (None, None))
+
+
+def test_read_dicom_2d_refuses_an_unreadable_file_in_one_line(tmp_path):
+    from nnunet_ext.datasets_conversion._2d_common import read_dicom_2d
+
+    path = tmp_path / "broken.dcm"
+    path.write_bytes(b"not a DICOM file" * 10)
+    with pytest.raises(UserInputError, match=r"cannot read DICOM file .*broken\.dcm: InvalidDicomError") as info:
+        read_dicom_2d(path)
+    assert "\n" not in str(info.value)
