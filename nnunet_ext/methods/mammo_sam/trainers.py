@@ -205,9 +205,9 @@ class MammoSAMPretrainTrainer_tiny(MammoSAMTrainer_tiny):
     decoder on a source dataset, as a stand-in for SAM's pretraining; ``nnunet-ext mammo-sam export-encoder``
     writes the result as a SAM-format checkpoint that the other tiny trainers start from.
 
-    Loss: nnU-Net's Dice + cross-entropy, not the PPA loss. In a pilot (60 source images, 256 x 192, Adam 3e-4) the
-    ViT trained from scratch with the PPA loss collapsed to a constant background map, while Dice + CE started to
-    find masses after ~500 steps; SAM's own pretraining also used a Dice term (with focal loss)."""
+    Loss: nnU-Net's Dice + cross-entropy, not the PPA loss. In exploratory runs the ViT trained from scratch with the
+    PPA loss collapsed to a constant background map, while Dice + CE learned to find masses; SAM's own pretraining
+    also used a Dice term (with focal loss)."""
 
     adapter = "none"
     freeze_encoder = False
