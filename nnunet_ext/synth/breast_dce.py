@@ -85,8 +85,9 @@ kinetics in :mod:`nnunet_ext.synth.kinetics`):
    Measured lesion-vs-FGT contrast-to-noise ratios at the default are in tests/synth/test_breast_dce.py.
 
 :func:`make_case` returns the images and the binary label; :func:`simulate` and :func:`case_parameter_maps` also
-return per-voxel K_trans / v_e / v_p / T10 / M0 / tissue / subregion maps of the dominant compartment (not written
-to disk unless ``parameter_maps_in_extras=True``). All randomness comes from the ``rng`` argument.
+return per-voxel K_trans / v_e / v_p / T10 / M0 / tissue / subregion maps of the dominant compartment and the breast
+mask (not written to disk unless ``parameter_maps_in_extras=True`` or ``masks_in_extras=True``). All randomness
+comes from the ``rng`` argument.
 """
 from __future__ import annotations
 
@@ -179,7 +180,8 @@ class BreastDCESimulation:
         times_min: acquisition time of each phase (0 for pre-contrast) on the AIF time axis, minutes.
         maps: per-voxel maps of the dominant compartment: ``k_trans``, ``v_e``, ``v_p``, ``t10`` (s), ``m0``,
             ``tissue`` (ids in :data:`TISSUES`), ``subregion`` (ids in :data:`SUBREGIONS`, inside the label only),
-            and the compartment fractions ``tumour_fraction`` and ``fgt_fraction``.
+            ``breast`` (1 inside the body and anterior of the chest wall: skin, fat, FGT, lesions, vessels; the
+            region a breast mask outlines) and the compartment fractions ``tumour_fraction`` and ``fgt_fraction``.
         noise_sigma: Rician noise parameter in image units (0 when noise-free).
     """
 
@@ -671,6 +673,7 @@ def simulate(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE, *, 
 
     maps = _dominant_maps(fractions, compartments, shape)
     maps["subregion"] = np.where(label > 0, subregion, 0).astype(np.uint8)
+    maps["breast"] = ((anatomy.body_depth > 0) & (anatomy.chest_offset < 0)).astype(np.uint8)
     maps["tumour_fraction"] = fractions["tumour"].astype(np.float32)
     maps["fgt_fraction"] = fractions["fibroglandular"].astype(np.float32)
     return BreastDCESimulation(images=images, label=label, spacing=spacing, times_min=times, maps=maps,
@@ -698,22 +701,26 @@ def case_parameter_maps(rng: np.random.Generator, shape: Sequence[int] = DEFAULT
     """Per-voxel maps of the case that :func:`make_case` draws from the same ``rng`` state (see
     :class:`BreastDCESimulation` ``maps``), plus ``label``."""
     options.pop("parameter_maps_in_extras", None)
+    options.pop("masks_in_extras", None)
     simulation = simulate(rng, shape, **options)
     return {**simulation.maps, "label": simulation.label}
 
 
 def make_case(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE,
-              parameter_maps_in_extras: bool = False, **options) -> PhantomCase:
+              parameter_maps_in_extras: bool = False, masks_in_extras: bool = False, **options) -> PhantomCase:
     """One ``breast_dce`` case: images [pre, post1, ...], binary tumour label, spacing (options: :func:`simulate`).
 
     Args:
         parameter_maps_in_extras: also return K_trans, v_e, v_p and the subregion map in ``extras`` (written to
             ``extrasTr/Ts``); off by default to keep datasets small.
+        masks_in_extras: also return the breast mask (``breast``) and the tumour subregion map (``subregion``: 1 rim,
+            2 mixed, 3 necrotic core) in ``extras``: the clustering ROI and the truth HCNet's TIC clusters are scored
+            against.
     """
     simulation = simulate(rng, shape, **options)
-    extras = {}
-    if parameter_maps_in_extras:
-        extras = {key: simulation.maps[key] for key in ("k_trans", "v_e", "v_p", "subregion")}
+    keys = (("k_trans", "v_e", "v_p", "subregion") if parameter_maps_in_extras else ()) + (
+        ("breast", "subregion") if masks_in_extras else ())
+    extras = {key: simulation.maps[key] for key in dict.fromkeys(keys)}
     return PhantomCase(images=simulation.images, label=simulation.label, spacing=simulation.spacing,
                        extras=extras)
 
@@ -744,10 +751,11 @@ def lesion_reference_masks(simulation: BreastDCESimulation, shell_mm: tuple[floa
 # What ``nnunet-ext synth breast_dce --option KEY=VALUE`` accepts (defaults as in :func:`simulate`/:func:`make_case`).
 OPTIONS = (
     Option("shape", Shape(3, 8), DEFAULT_SHAPE, "image size in voxels; the field of view stays (spacing follows)"),
-    Option("n_post", Integer(2, 2), 2, "post-contrast phases; the dataset's channels are pre, post1, post2, so 2 "
-                                       "(simulate() takes any number)"),
-    Option("post_times_min", Numbers(2, Number(0.0, 60.0, exclusive_minimum=True), increasing=True), None,
-           "acquisition times of the post phases in minutes on the AIF time axis; null: 1.5 and 6.5",
+    Option("n_post", Integer(1, 8), 2, "post-contrast phases: channels pre, post1..postN (DKM uses 2; HCNet's "
+                                       "time-intensity curves 4 or more)"),
+    Option("post_times_min", Numbers(1, Number(0.0, 60.0, exclusive_minimum=True), increasing=True, max_length=8),
+           None, "acquisition times of the n_post post phases in minutes on the AIF time axis; null: evenly spaced "
+           "in 1.5-6.5 (1.5 and 6.5 for two)",
            optional=True),
     Option("pre_contrast_conspicuity", Number(0.0, 5.0), DEFAULT_PRE_CONTRAST_CONSPICUITY,
            "strength of the tumour's pre-contrast cues (native T1, texture amplitude); 0 = none, 1 = default"),
@@ -763,7 +771,20 @@ OPTIONS = (
     Option("field_of_view_mm", Numbers(3, Number(0.0, 1000.0, exclusive_minimum=True), axes="z y x"), None,
            "field of view; null: 96 x 134.4 x 134.4 (x doubled when bilateral)", optional=True),
     Option("parameter_maps_in_extras", Flag(), False, "also write K_trans, v_e, v_p and subregion maps to extras"),
+    Option("masks_in_extras", Flag(), False, "also write the breast mask and the tumour subregion map to extras"),
 )
+
+
+def _check_relations(options: dict) -> None:
+    times = options.get("post_times_min")
+    if times is not None and len(times) != options["n_post"]:
+        raise UserInputError(f"breast_dce: option post_times_min has {len(times)} times but n_post is "
+                             f"{options['n_post']}: give one time per post-contrast phase")
+
+
+def _channel_names(options: dict) -> dict[str, str]:
+    return {"0": "pre", **{str(k): f"post{k}" for k in range(1, int(options["n_post"]) + 1)}}
+
 
 register(PhantomKind(
     name="breast_dce",
@@ -773,4 +794,6 @@ register(PhantomKind(
     make_case=make_case,
     description="breast DCE-MRI: pre + 2 post-contrast phases (extended Tofts, Parker AIF, SPGR), tumour label",
     option_specs=OPTIONS,
+    check_relations=_check_relations,
+    channel_names_for=_channel_names,
 ))

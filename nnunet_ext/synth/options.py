@@ -146,22 +146,24 @@ class RangePair:
 
 @dataclass(frozen=True)
 class Numbers:
-    """A list of exactly ``length`` ``element`` values; ``increasing``: strictly increasing; ``axes`` names them in
-    messages (e.g. ``"z y x"``)."""
+    """A list of exactly ``length`` ``element`` values (``length`` to ``max_length`` when that is given);
+    ``increasing``: strictly increasing; ``axes`` names them in messages (e.g. ``"z y x"``)."""
 
     length: int
     element: Number | Integer
     increasing: bool = False
     axes: str = ""
+    max_length: int | None = None
 
     def expected(self) -> str:
         bounds = self.element.bounds()
-        text = f"{self.length} {'increasing ' if self.increasing else ''}{self.element.plural}"
+        count = f"{self.length}-{self.max_length}" if self.max_length else f"{self.length}"
+        text = f"{count} {'increasing ' if self.increasing else ''}{self.element.plural}"
         text += f" each {bounds}" if bounds else ""
         return f"{text} ({self.axes})" if self.axes else text
 
     def parse(self, value: Any) -> tuple:
-        if not _is_sequence(value) or len(value) != self.length:
+        if not _is_sequence(value) or not self.length <= len(value) <= (self.max_length or self.length):
             raise _Invalid
         parsed = tuple(self.element.parse(v) for v in value)
         if self.increasing and any(b <= a for a, b in zip(parsed, parsed[1:])):

@@ -345,3 +345,23 @@ def test_docstring_numbers_come_from_the_constants():
     for t1, quoted in zip((1.0, 1.4), match.groups()):
         relative = kinetics.spgr_signal(1.0 / (t1 * 1.001)) / kinetics.spgr_signal(1.0 / t1) - 1.0
         assert relative / 0.001 == pytest.approx(float(quoted), abs=0.01)
+
+
+def test_more_phases_give_more_channels_and_times_must_match():
+    kind = REGISTRY["breast_dce"]
+    options = kind.validate_options({"shape": SMALL, "n_post": 4})
+    assert kind.channel_names_with(options) == {"0": "pre", "1": "post1", "2": "post2", "3": "post3", "4": "post4"}
+    case = breast_dce.make_case(np.random.default_rng(0), SMALL, n_post=4)
+    assert len(case.images) == 5
+    with pytest.raises(UserInputError, match="post_times_min has 2 times but n_post is 4"):
+        kind.validate_options({"shape": SMALL, "n_post": 4, "post_times_min": [1.0, 2.0]})
+
+
+def test_masks_in_extras_hold_the_breast_and_the_subregions():
+    case = breast_dce.make_case(np.random.default_rng(2), SMALL, masks_in_extras=True)
+    plain = breast_dce.make_case(np.random.default_rng(2), SMALL)
+    np.testing.assert_array_equal(case.images[0], plain.images[0])  # the masks draw no random numbers
+    breast, subregion = case.extras["breast"], case.extras["subregion"]
+    assert set(case.extras) == {"breast", "subregion"}
+    assert breast[case.label > 0].all() and 0.05 < breast.mean() < 0.6  # lesions lie in the breast, which is a part
+    assert np.array_equal(subregion > 0, case.label > 0) and set(np.unique(subregion)) <= {0, 1, 2, 3}
