@@ -32,9 +32,7 @@ and/or ``torch.compile``); validation splits its cases over DDP workers as nnU-N
 """
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -47,7 +45,6 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
 from nnunet_ext.losses.ssim import SSIMLoss, global_ssim
@@ -55,6 +52,7 @@ from nnunet_ext.methods.dkm.diffusion import LinearDiffusionSchedule
 from nnunet_ext.methods.dkm.inference import image_similarity, synthesize_volume
 from nnunet_ext.methods.dkm.network import DiffusionUNet, DKMSegmentationNet
 from nnunet_ext.training.base import ExtTrainerBase
+from nnunet_ext.training.pretrained import preprocessing_mismatches
 
 
 def _autocast(device: torch.device):
@@ -71,67 +69,18 @@ def _gather_lists(values: list, is_ddp: bool) -> list:
     return [value for part in gathered for value in part]
 
 
-# Normalizations that use nothing but the image itself; any other scheme (CTNormalization, custom ones) also reads
-# the dataset's foreground intensity statistics of the channel from the plans.
-_PER_IMAGE_NORMALIZATIONS = frozenset({"ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization",
-                                       "RGBTo01Normalization"})
-
-
-def _what_the_dm_sees(plans: dict, configuration: str, channel: int) -> dict[str, object]:
-    """The preprocessing facts of ``plans``/``configuration`` that decide the voxels of ``channel`` fed to the DM."""
-    manager = PlansManager(copy.deepcopy(plans))  # the managers may normalise the dict in place
-    config = manager.get_configuration(configuration)
-    scheme = config.normalization_schemes[channel]
-    facts = {
-        "target spacing": [float(s) for s in config.spacing],
-        "transpose_forward": [int(a) for a in manager.transpose_forward],
-        "normalization scheme": scheme,
-        "use_mask_for_norm": bool(config.use_mask_for_norm[channel]),
-        "image resampling": [config.configuration.get("resampling_fn_data"),
-                             config.configuration.get("resampling_fn_data_kwargs")],
-    }
-    if scheme not in _PER_IMAGE_NORMALIZATIONS:
-        properties = plans.get("foreground_intensity_properties_per_channel", {}).get(str(channel), {})
-        facts["foreground intensity statistics"] = {k: float(v) for k, v in sorted(properties.items())}
-    return facts
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    numbers = (int, float)
-    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
-        # plans store spacings as float32-derived doubles: equal to float32 precision is equal
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
-    return a == b
-
-
 def dm_preprocessing_mismatches(dm_init_args: dict, sm_plans: dict, sm_configuration: str,
                                 channel: int = 0) -> list[str]:
     """What the frozen DM would see differently in the SM's data than in its own training data.
 
     The kinetic code f_i = DM features of x_t(x_0) (Eq. 4, Sect. 2.2) is only meaningful on inputs distributed like
     the DM's training inputs x_0, so the SM dataset's channel ``channel`` must be preprocessed like the DCE dataset's
-    pre-contrast channel 0: same target spacing, axis transposition, image resampling, normalization scheme and
-    ``use_mask_for_norm`` (and, for schemes that read them, e.g. CTNormalization, the same dataset foreground
-    intensity statistics; per-image schemes such as ZScoreNormalization do not).
-
-    Args:
-        dm_init_args: ``checkpoint["init_args"]`` of the DM (nnU-Net stores ``plans``, ``configuration`` and
-            ``dataset_json`` in every checkpoint).
-        sm_plans: the SM trainer's plans (``plans_manager.plans``).
-        sm_configuration: the SM trainer's configuration name.
-        channel: SM input channel given to the DM (``DKMSegmentationNet.dm_input_channel``).
+    pre-contrast channel 0 (:func:`nnunet_ext.training.pretrained.preprocessing_mismatches`).
 
     Returns:
         One ``"<what> <DM value> (DM) vs <SM value> (SM)"`` entry per difference; empty when they match.
     """
-    dm = _what_the_dm_sees(dm_init_args["plans"], dm_init_args["configuration"], 0)
-    sm = _what_the_dm_sees(sm_plans, sm_configuration, channel)
-    return [f"{key} {dm.get(key, 'none')} (DM) vs {sm.get(key, 'none')} (SM)"
-            for key in dict.fromkeys([*dm, *sm]) if not _same(dm.get(key), sm.get(key))]
+    return preprocessing_mismatches(dm_init_args, sm_plans, sm_configuration, channel, names=("DM", "SM"))
 
 
 class _NoAugmentation:
