@@ -31,6 +31,8 @@ COMMANDS = {
     "register": ("nnunet_ext.methods.dca.cli", "TM-DCA pairwise registration by instance optimisation"),
     "mammo-sam": ("nnunet_ext.methods.mammo_sam.cli",
                   "Mammo-SAM tools (export-encoder: trained model -> SAM-format encoder checkpoint)"),
+    "hcnet": ("nnunet_ext.methods.hcnet.cli",
+              "HCNet tools (cluster: DCE dataset -> TIC heterogeneity-map dataset for HCNetHIPMTrainer)"),
     "benchmark": ("nnunet_ext.benchmark.cli", "run a YAML benchmark spec (resumable jobs, local or SLURM) / report"),
     "convert": ("nnunet_ext.convert", "convert a public dataset into nnU-Net raw datasets (list: nnunet-ext convert)"),
 }
