@@ -1,0 +1,1 @@
+"""HCNet (Xie et al.): TIC clustering, heterogeneity prediction (HIPM) and kinetic-integration segmentation."""
