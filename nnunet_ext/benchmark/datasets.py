@@ -18,11 +18,14 @@ replaced), and the jobs using it get new keys, so they rerun.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -140,7 +143,7 @@ def prepare_datasets(spec, workdir: Path, log: Callable[[str], None] = print) ->
         old = state.get(key, {})
         present = all(dataset_folder(raw, i) is not None for i in dataset.ids)
         try:
-            source_fp = _acquire(dataset, raw, env, workdir, old, present, log)
+            source_fp = _acquire(dataset, raw, env, workdir, old, present, log, state)
         except UserInputError as exc:
             raise UserInputError(f"{dataset.path}: {exc}") from None
         planning = {"planner": dataset.planner, "configurations": list(dataset.configurations)}
@@ -173,10 +176,11 @@ def prepare_datasets(spec, workdir: Path, log: Callable[[str], None] = print) ->
 
 
 def _acquire(dataset, raw: Path, env: Mapping[str, str], workdir: Path, old: dict, present: bool,
-             log: Callable[[str], None]) -> dict:
+             log: Callable[[str], None], inputs: Mapping[str, dict] | None = None) -> dict:
     """Make the raw dataset(s) exist in the workspace; return ``{"source": ..., "sha256": ..., "stat": ...}``."""
     from nnunet_ext.pipeline import nnunet_command
 
+    inputs = inputs or {}
     if dataset.source == "synth":
         fp = synth_fingerprint(dataset.synth)
         if not (present and old.get("sha256") == fp):
@@ -191,20 +195,32 @@ def _acquire(dataset, raw: Path, env: Mapping[str, str], workdir: Path, old: dic
                        overwrite=True, name=s["name"], pre_only_id=s["pre_only_id"],
                        labeled_cases=s["labeled_cases"], options=s["options"])
         return {"source": "synth", "sha256": fp}
-    if dataset.source == "convert":
-        source_key = sha256_json({"convert": dataset.convert, "args": dataset.args, "ids": dataset.ids})
+    if dataset.source in ("convert", "derive"):
+        if dataset.source == "convert":
+            source_key = sha256_json({"convert": dataset.convert, "args": dataset.args, "ids": dataset.ids})
+        else:  # the command, what it reads (the inputs' content) and the package code that runs it
+            source_key = sha256_json({"derive": dataset.command, "ids": dataset.ids, "code": code_hash(
+                PACKAGE.rglob("*.py")), "inputs": [inputs.get(str(i), {}).get("sha256") for i in dataset.inputs]})
         if not (present and old.get("source_key") == source_key):
             for i in dataset.ids:
                 _remove_ours(raw, i)
             from nnunet_ext.provenance import REPOSITORY
 
-            # {repo}: the repository root, so specs can name data beside it (../shared/data)
-            args = [a.replace("{repo}", str(REPOSITORY)) for a in dataset.args]
-            cmd = [nnunet_command("nnunet-ext"), "convert", dataset.convert, *args, "-d", str(dataset.id)]
-            if dataset.pre_only_id is not None:
-                cmd += ["--pre_only_id", str(dataset.pre_only_id)]
-            log(f"converting dataset {dataset.id}: {' '.join(cmd[1:])}")
-            _run(cmd, env, workdir / "logs" / f"convert_{dataset.id}.log", f"nnunet-ext convert {dataset.convert}")
+            if dataset.source == "convert":
+                # {repo}: the repository root, so specs can name data beside it (../shared/data)
+                args = [a.replace("{repo}", str(REPOSITORY)) for a in dataset.args]
+                cmd = [nnunet_command("nnunet-ext"), "convert", dataset.convert, *args, "-d", str(dataset.id)]
+                if dataset.pre_only_id is not None:
+                    cmd += ["--pre_only_id", str(dataset.pre_only_id)]
+                what = f"nnunet-ext convert {dataset.convert}"
+            else:
+                values = {"{id}": str(dataset.id), "{nnunet_ext}": nnunet_command("nnunet-ext"),
+                          "{python}": sys.executable, "{repo}": str(REPOSITORY)}
+                cmd = [functools.reduce(lambda text, kv: text.replace(*kv), values.items(), part)
+                       for part in shlex.split(dataset.command)]
+                what = f"derive dataset {dataset.id}"
+            log(f"{dataset.source} dataset {dataset.id}: {' '.join(cmd[1:])}")
+            _run(cmd, env, workdir / "logs" / f"{dataset.source}_{dataset.id}.log", what)
         digests, stats = [], []
         for i in dataset.ids:
             folder = dataset_folder(raw, i)

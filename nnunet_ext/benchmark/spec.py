@@ -39,7 +39,7 @@ class DatasetSpec:
     """One entry of ``datasets``: where the raw dataset comes from and how it is planned."""
 
     path: str                         # key path for messages, e.g. "datasets[0]"
-    source: str                       # "synth", "convert" or "existing"
+    source: str                       # "synth", "convert", "derive" or "existing"
     id: int
     pre_only_id: int | None
     planner: str
@@ -51,6 +51,8 @@ class DatasetSpec:
     test_images: str | None = None
     test_labels: str | None = None
     definition: dict = field(default_factory=dict)  # the mapping as written (part of job keys)
+    command: str | None = None        # derive: the command that writes dataset ``id`` from datasets ``inputs``
+    inputs: tuple[int, ...] = ()      # derive: the datasets (earlier in the spec) the command reads
 
     @property
     def ids(self) -> tuple[int, ...]:
@@ -224,17 +226,19 @@ _SYNTH_KEYS = {"synth", "id", "cases", "test_cases", "seed", "shape", "options",
                "name"} | _DATASET_COMMON
 _CONVERT_KEYS = {"convert", "id", "pre_only_id", "args"} | _DATASET_COMMON
 _EXISTING_KEYS = {"existing", "raw"} | _DATASET_COMMON
+_DERIVE_KEYS = {"derive", "id", "from"} | _DATASET_COMMON
 
 
 def _dataset(entry: Any, path: str) -> DatasetSpec:
     if not isinstance(entry, dict):
         raise UserInputError(f"{path} must be a mapping, got {type(entry).__name__}")
-    sources = [s for s in ("synth", "convert", "existing") if s in entry]
+    sources = [s for s in ("synth", "convert", "derive", "existing") if s in entry]
     if len(sources) != 1:
-        raise UserInputError(f"{path} needs exactly one of synth, convert, existing (got "
+        raise UserInputError(f"{path} needs exactly one of synth, convert, derive, existing (got "
                              f"{', '.join(sources) or 'none'})")
     source = sources[0]
-    allowed = {"synth": _SYNTH_KEYS, "convert": _CONVERT_KEYS, "existing": _EXISTING_KEYS}[source]
+    allowed = {"synth": _SYNTH_KEYS, "convert": _CONVERT_KEYS, "derive": _DERIVE_KEYS,
+               "existing": _EXISTING_KEYS}[source]
     _check_keys(entry, path, allowed, f"a {source} dataset")
     planner = _get(entry, "planner", path, (str,), default="CPUPlanner")
     configurations = _get(entry, "configurations", path, (list, str), default=["3d_fullres"])
@@ -254,6 +258,14 @@ def _dataset(entry: Any, path: str) -> DatasetSpec:
         _check_id(pre_only_id, f"{path}.pre_only_id")
         if pre_only_id == dataset_id:
             raise UserInputError(f"{path}.pre_only_id must differ from {path}.id")
+    if source == "derive":
+        command = _get(entry, "derive", path, (str,), required=True)
+        if "{id}" not in command:
+            raise UserInputError(f"{path}.derive must write dataset {{id}} (the command names no {{id}})")
+        inputs = _get(entry, "from", path, (list,), default=[])
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in inputs):
+            raise UserInputError(f"{path}.from must list dataset ids, got {inputs!r}")
+        return DatasetSpec(path, source, dataset_id, None, command=command, inputs=tuple(inputs), **common)
     if source == "convert":
         name = _get(entry, "convert", path, (str,), required=True)
         args = _str_list(_get(entry, "args", path, (list,), default=[]), f"{path}.args")
@@ -409,6 +421,10 @@ def parse_spec(data: Any, file: str | None = None) -> Spec:
     datasets = tuple(_dataset(entry, f"datasets[{i}]") for i, entry in enumerate(datasets_raw))
     seen: dict[int, str] = {}
     for d in datasets:
+        missing = [i for i in d.inputs if i not in seen]
+        if missing:  # a derived dataset reads datasets written before it
+            raise UserInputError(f"{d.path}.from: dataset(s) {', '.join(map(str, missing))} must be declared "
+                                 "earlier in datasets")
         for i in d.ids:
             if i in seen:
                 raise UserInputError(f"{d.path}: dataset id {i} is also declared by {seen[i]}")

@@ -61,6 +61,11 @@ def fake_planning(monkeypatch):
                 target.mkdir(parents=True, exist_ok=True)
                 (target / "nnUNetPlansCPU.json").write_text("{}")
             return "plans identifier: nnUNetPlansCPU\n"
+        if "derive" in what:
+            folder = Path(env["nnUNet_raw"]) / f"Dataset{cmd[-1]}_Derived"
+            folder.mkdir(parents=True)
+            (folder / "dataset.json").write_text(json.dumps({"args": cmd}))
+            return ""
         if "convert" in cmd:
             folder = Path(env["nnUNet_raw"]) / f"Dataset{cmd[cmd.index('-d') + 1]}_Converted"
             folder.mkdir(parents=True)
@@ -129,3 +134,30 @@ def test_converter_is_called_as_a_subprocess_with_the_ids(tmp_path, fake_plannin
     again = ds.prepare_datasets(parse_spec(copy.deepcopy(data)), tmp_path / "wd", log=lambda m: None)
     assert sum("convert" in c for c in fake_planning) == 2 and again[621].fingerprint != infos[621].fingerprint
     assert os.path.isdir(again[621].folder)
+
+
+def test_derived_dataset_runs_its_command_after_its_inputs_and_reruns_when_they_change(tmp_path, fake_planning):
+    data = {"name": "d", "datasets": [
+        {"synth": "breast_dce", "id": 631, "cases": 1, "test_cases": 0, "shape": [8, 16, 16]},
+        {"derive": "{nnunet_ext} hcnet cluster -d 631 -o {id}", "from": [631], "id": 632}],
+        "rows": [{"label": "a", "trainer": "T", "dataset": 632}]}
+    infos = ds.prepare_datasets(parse_spec(copy.deepcopy(data)), tmp_path / "wd", log=lambda m: None)
+    derive = next(c for c in fake_planning if "cluster" in c)
+    assert derive[0].endswith("nnunet-ext") and derive[1:] == ["hcnet", "cluster", "-d", "631", "-o", "632"]
+    assert fake_planning.index(derive) > 0  # after the input dataset was written and planned
+    ds.prepare_datasets(parse_spec(copy.deepcopy(data)), tmp_path / "wd", log=lambda m: None)
+    assert sum("cluster" in c for c in fake_planning) == 1                 # nothing changed: not derived again
+    data["datasets"][0]["seed"] = 3                                          # the input changes: derived again
+    again = ds.prepare_datasets(parse_spec(copy.deepcopy(data)), tmp_path / "wd", log=lambda m: None)
+    assert sum("cluster" in c for c in fake_planning) == 2 and 632 in again and 632 in infos
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"derive": "make {id}", "from": [9], "id": 632}, r"datasets\[1\]\.from: dataset\(s\) 9 must be declared"),
+    ({"derive": "make it", "id": 632}, r"datasets\[1\]\.derive must write dataset \{id\}"),
+])
+def test_derived_dataset_spec_errors(entry, message):
+    data = {"name": "d", "datasets": [{"synth": "breast_dce", "id": 631, "cases": 1}, entry],
+            "rows": [{"label": "a", "trainer": "T", "dataset": 632}]}
+    with pytest.raises(UserInputError, match=message):
+        parse_spec(data)
