@@ -173,6 +173,26 @@ def _command_output(command: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def target_met(conditions: list, figures: dict) -> bool | None:
+    """True when every ``[KEY, OP, NUMBER]`` holds for the figures computed so far (``KEY[i]``: element i of a
+    list figure such as a confidence interval); None when a figure is missing (a row without finished jobs)."""
+    import operator
+
+    from nnunet_ext.benchmark.spec import _TARGET_KEY
+
+    compare = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+    met = True
+    for key, op, number in conditions:
+        name, index = _TARGET_KEY.fullmatch(str(key)).groups()
+        value = figures.get(name)
+        if value is not None and index is not None:
+            value = value[int(index)] if isinstance(value, (list, tuple)) and len(value) > int(index) else None
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        met = met and compare[op](float(value), float(number))
+    return bool(met)
+
+
 def summary_values(spec: Spec, analysis: dict, jobs: list[dict]) -> dict:
     """The spec's ``summary`` figures (None where a row has no finished job)."""
     out = {}
@@ -182,6 +202,9 @@ def summary_values(spec: Spec, analysis: dict, jobs: list[dict]) -> dict:
             continue
         if "command" in entry:
             out[key] = _command_output(entry["command"])
+            continue
+        if "target" in entry:
+            out[key] = target_met(entry["target"], out)
             continue
         stat = entry["stat"]
         if "row" not in entry:

@@ -394,7 +394,7 @@ _TABLE_KEYS = {"per_class", "groups", "rows", "timings", "label_names"}
 _SLURM_KEYS = {"partition", "time_min", "gpus_per_node", "cpus_per_task", "mem_gb", "array_parallelism",
                "additional"}
 _BOOTSTRAP_KEYS = {"n_resamples", "confidence", "seed"}
-_SUMMARY_KEYS = {"row", "metric", "stat", "label", "vs", "spec", "command"}
+_SUMMARY_KEYS = {"row", "metric", "stat", "label", "vs", "spec", "command", "target"}
 
 
 def parse_spec(data: Any, file: str | None = None) -> Spec:
@@ -552,12 +552,28 @@ def _check_summary(summary: dict, labels: list[str], baseline: str | None, data:
         path = f"summary.{key}"
         if key == "commit" or str(key).startswith("commit."):
             raise UserInputError(f"{path}: 'commit' is always written by the harness")
-        _check_keys(entry, path, _SUMMARY_KEYS, "a figure: {row, metric, stat}, {spec: path}, {command: CMD} or {stat: n_seeds}")
+        _check_keys(entry, path, _SUMMARY_KEYS, "a figure: {row, metric, stat}, {spec: path}, {command: CMD}, "
+                                                          "{target: [[KEY, OP, NUMBER], ...]} or {stat: n_seeds}")
         if "command" in entry:
             if len(entry) != 1:
                 raise UserInputError(f"{path}: 'command' stands alone (its output, read when the report is written)")
             _get(entry, "command", path, (str,), required=True)
             out[key] = dict(entry)
+            continue
+        if "target" in entry:
+            if len(entry) != 1:
+                raise UserInputError(f"{path}: 'target' stands alone (conditions on other summary figures)")
+            conditions = _get(entry, "target", path, (list,), required=True)
+            for i, condition in enumerate(conditions):
+                if not (isinstance(condition, list) and len(condition) == 3 and condition[1] in TARGET_OPERATORS
+                        and isinstance(condition[2], (int, float)) and not isinstance(condition[2], bool)):
+                    raise UserInputError(f"{path}.target[{i}] must be [KEY, OP, NUMBER] with OP one of "
+                                         f"{', '.join(TARGET_OPERATORS)}, got {condition!r}")
+                figure = _TARGET_KEY.fullmatch(str(condition[0]))
+                if not figure or figure.group(1) not in list(summary)[:list(summary).index(key)]:
+                    raise UserInputError(f"{path}.target[{i}]: '{condition[0]}' is no summary figure listed before "
+                                         f"{key} (KEY or KEY[INDEX])")
+            out[key] = {"target": [list(c) for c in conditions]}
             continue
         if "spec" in entry:
             if len(entry) != 1:
@@ -589,6 +605,11 @@ def _check_summary(summary: dict, labels: list[str], baseline: str | None, data:
         out[key] = {"row": row, "metric": metric, "stat": stat, "vs": vs,
                     "label": str(label) if label is not None else None}
     return out
+
+
+#: comparisons of a summary ``target`` condition ``[KEY, OP, NUMBER]``
+TARGET_OPERATORS = (">=", ">", "<=", "<")
+_TARGET_KEY = re.compile(r"([^\[\]]+)(?:\[(\d+)\])?")
 
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

@@ -222,3 +222,16 @@ def test_quoted_summary_key_parts_keep_their_dots():
 
     flat = {'low_label."0.15".unet': 0.5, 'low_label."1.0".unet': 0.7, "a.b": 1}
     assert nested(flat) == {"low_label": {"0.15": {"unet": 0.5}, "1.0": {"unet": 0.7}}, "a": {"b": 1}}
+
+
+@pytest.mark.parametrize("figures, met", [
+    ({"d": 0.07, "ci": [0.01, 0.1]}, True),
+    ({"d": 0.04, "ci": [0.01, 0.1]}, False),     # the difference misses
+    ({"d": 0.07, "ci": [-0.01, 0.1]}, False),    # the interval reaches 0
+    ({"d": None, "ci": [0.01, 0.1]}, None),      # a row without finished jobs: undecided
+    ({"d": 0.07, "ci": None}, None),
+])
+def test_target_met(figures, met):
+    from nnunet_ext.benchmark.report import target_met
+
+    assert target_met([["d", ">=", 0.05], ["ci[0]", ">", 0]], figures) is met

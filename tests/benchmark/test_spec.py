@@ -229,3 +229,22 @@ def test_lookup_spec_paths(tmp_path):
     assert lookup_spec(data, "datasets[0].cases") == 40 and lookup_spec(data, "name") == "x"
     spec = load_spec(write_spec(tmp_path, {**copy.deepcopy(BASE)}))
     assert spec.file.endswith("spec.yaml")
+
+
+def test_target_names_earlier_figures_with_an_operator():
+    data = copy.deepcopy(BASE)
+    data["summary"]["met"] = {"target": [["a_dice", ">=", 0.5], ["b_minus_a[0]", ">", 0]]}
+    assert parse_spec(data).summary["met"] == {"target": [["a_dice", ">=", 0.5], ["b_minus_a[0]", ">", 0]]}
+
+
+@pytest.mark.parametrize("target, message", [
+    ([["a_dice", "=>", 0.5]], r"summary\.met\.target\[0\] must be \[KEY, OP, NUMBER\]"),
+    ([["later", ">", 0]], r"summary\.met\.target\[0\]: 'later' is no summary figure listed before met"),
+    ([["a_dice", ">", "x"]], r"summary\.met\.target\[0\] must be"),
+])
+def test_bad_targets(target, message):
+    data = copy.deepcopy(BASE)
+    data["summary"]["met"] = {"target": target}
+    data["summary"]["later"] = {"stat": "n_seeds"}
+    with pytest.raises(UserInputError, match=message):
+        parse_spec(data)
