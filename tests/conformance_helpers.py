@@ -92,8 +92,9 @@ def supported_configurations(cls: type[nnUNetTrainer]) -> tuple[str, ...]:
 def conformance_dataset(cls: type[nnUNetTrainer]) -> str:
     """``"dce"`` (3 channels, labelled) or ``"pre_only"`` (its 1-channel twin): the dataset the trainer trains on."""
     from nnunet_ext.methods.dkm.trainers import DKMTrainer
+    from nnunet_ext.methods.hcnet.trainers import HCNetHIPMTrainer, HCNetTrainerNoPrior, UXNetTrainer
 
-    return "pre_only" if issubclass(cls, DKMTrainer) else "dce"
+    return "pre_only" if issubclass(cls, (DKMTrainer, HCNetHIPMTrainer, HCNetTrainerNoPrior, UXNetTrainer)) else "dce"
 
 
 def predicts_segmentation(cls: type[nnUNetTrainer]) -> bool:
@@ -107,10 +108,13 @@ def pretrained_prerequisites(cls: type[nnUNetTrainer]) -> dict[str, type[nnUNetT
     """Environment variable -> what it must name while ``cls`` is initialized: a trainer class (its conformance
     checkpoint: a pretrained part trained by another trainer) or a function writing a weights file into a folder."""
     from nnunet_ext.methods.dkm.trainers import DKMTrainer
+    from nnunet_ext.methods.hcnet.trainers import HCNetTrainer
     from nnunet_ext.methods.mammo_sam.trainers import MammoSAMTrainer
 
     if issubclass(cls, DKMTrainer) and cls.dm_trainer is not None and cls.code_stages:
         return {"nnUNet_ext_dkm_dm_checkpoint": cls.dm_trainer}
+    if issubclass(cls, HCNetTrainer):
+        return {"nnUNet_ext_hcnet_hipm_checkpoint": cls.hipm_trainer}
     if issubclass(cls, MammoSAMTrainer) and cls.needs_sam_weights:
         return {"nnUNet_ext_sam_checkpoint": lambda folder: random_sam_checkpoint(folder, cls.preset, cls.decoder)}
     return {}
