@@ -214,7 +214,7 @@ def _acquire(dataset, raw: Path, env: Mapping[str, str], workdir: Path, old: dic
                     cmd += ["--pre_only_id", str(dataset.pre_only_id)]
                 what = f"nnunet-ext convert {dataset.convert}"
             else:
-                values = {"{id}": str(dataset.id), "{nnunet_ext}": nnunet_command("nnunet-ext"),
+                values = {"{id}": str(dataset.id), "{bin}": str(Path(sys.executable).parent),
                           "{python}": sys.executable, "{repo}": str(REPOSITORY)}
                 cmd = [functools.reduce(lambda text, kv: text.replace(*kv), values.items(), part)
                        for part in shlex.split(dataset.command)]

@@ -139,7 +139,7 @@ def test_converter_is_called_as_a_subprocess_with_the_ids(tmp_path, fake_plannin
 def test_derived_dataset_runs_its_command_after_its_inputs_and_reruns_when_they_change(tmp_path, fake_planning):
     data = {"name": "d", "datasets": [
         {"synth": "breast_dce", "id": 631, "cases": 1, "test_cases": 0, "shape": [8, 16, 16]},
-        {"derive": "{nnunet_ext} hcnet cluster -d 631 -o {id}", "from": [631], "id": 632}],
+        {"derive": "{bin}/nnunet-ext hcnet cluster -d 631 -o {id}", "from": [631], "id": 632}],
         "rows": [{"label": "a", "trainer": "T", "dataset": 632}]}
     infos = ds.prepare_datasets(parse_spec(copy.deepcopy(data)), tmp_path / "wd", log=lambda m: None)
     derive = next(c for c in fake_planning if "cluster" in c)
