@@ -252,11 +252,12 @@ class HCNetTrainer_small(HCNetTrainer):
 
     hipm_trainer = HCNetHIPMTrainer_small
     backbone_features = (16, 32, 64, 128)
-    conformance_variant_of = "HCNetTrainer"
+    conformance_variant_of = None  # another HIPM class: the suite counts a class-valued attribute as code
 
 
 class HCNetTrainer_small_hardmap(HCNetTrainer_small):
     hard_prior = True
+    conformance_variant_of = "HCNetTrainer_small"
 
 
 class HCNetTrainerNoPrior_small(HCNetTrainerNoPrior):
