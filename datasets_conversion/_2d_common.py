@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.imageio import nifti_nan_count
 
 
 @contextlib.contextmanager
@@ -56,20 +57,6 @@ def _reason(message: str, native: str) -> str:
     # "MetaImageIO(0x55d0...): File cannot be read" -> "File cannot be read"
     useful = [line.split("): ", 1)[1] if "(0x" in line.split("): ", 1)[0] else line for line in useful]
     return " ".join(useful) or "unreadable"
-
-
-def nifti_nan_count(path: Path) -> int:
-    """NaN voxels stored in a NIfTI file: SimpleITK's NIfTI reader returns them as 0, so they are counted in the raw
-    file data (nibabel, an nnU-Net dependency)."""
-    import nibabel
-
-    try:
-        image = nibabel.load(str(path))
-        if not np.issubdtype(image.get_data_dtype(), np.floating):
-            return 0
-        return int(np.isnan(np.asanyarray(image.dataobj)).sum())
-    except Exception:  # noqa: BLE001 - a second look at a file SimpleITK already read; no verdict if nibabel can't
-        return 0
 
 
 def read_sitk_2d(path: Path, what: str = "image") -> tuple[np.ndarray, tuple[float, float]]:

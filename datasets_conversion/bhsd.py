@@ -374,7 +374,7 @@ def plan_cases(source: Path, split: str | Path | None = None, pool: str | Path |
 def read_volume(path: Path, what: str, scratch: Path):
     """The 3D scalar volume at ``path`` as a SimpleITK image; unreadable, truncated, non-3D or NaN-holding files are a
     UserInputError naming the file."""
-    from nnunet_ext.datasets_conversion._2d_common import nifti_nan_count
+    from nnunet_ext.imageio import nifti_nan_count
     from nnunet_ext.imageio import read_sitk_image
 
     readable = path

@@ -23,9 +23,9 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.imageio import nifti_nan_count
 
 from nnunet_ext.datasets_conversion._dce_common import (CasePlan, LoadedCase, add_common_arguments, cli_main, raw_root_from,
                                              write_paired_datasets)
@@ -93,26 +93,9 @@ def _read(path: Path, where: str):
         raise UserInputError(f"{where}: {exc}") from None
 
 
-def _nan_voxels(path: Path) -> int:
-    """Number of NaN voxels stored in a NIfTI file.
-
-    SimpleITK's NIfTI reader returns NaN voxels as 0, so NaNs are only visible in the raw file data (nibabel, an
-    nnU-Net dependency). A file nibabel cannot parse was already read by SimpleITK and is not checked further.
-    """
-    try:
-        import nibabel
-
-        image = nibabel.load(str(path))
-        if not np.issubdtype(image.get_data_dtype(), np.floating):
-            return 0
-        return int(np.isnan(np.asanyarray(image.dataobj)).sum())
-    except Exception:  # noqa: BLE001 - a best-effort second look; the file itself was readable
-        return 0
-
-
 def _read_image(path: Path, where: str, role: str):
     image = _read(path, where)
-    n_nan = _nan_voxels(path)
+    n_nan = nifti_nan_count(path)
     if n_nan:
         raise UserInputError(f"{where}: {role} image {path} contains {n_nan} NaN voxel(s)")
     return image

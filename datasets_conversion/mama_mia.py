@@ -64,6 +64,7 @@ import numpy as np
 
 from nnunet_ext.atomic import atomic_output_dirs
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.imageio import nifti_nan_count
 
 from nnunet_ext.datasets_conversion._dce_common import (CasePlan, LoadedCase, add_common_arguments, align_to_reference,
                                                         binary_label, check_dataset_name, check_output_ids, cli_main,
@@ -241,21 +242,6 @@ def scan_source(root: Path, cohorts: Sequence[str], n_post: int,
 # reading
 
 
-def _nan_voxels(path: Path) -> int:
-    """NaN voxels stored in a NIfTI file. SimpleITK's NIfTI reader returns them as 0, so they are counted in the raw
-    data with nibabel (an nnU-Net dependency); integer files are not read at all."""
-    import nibabel
-    from nibabel.filebasedimages import ImageFileError
-
-    try:
-        image = nibabel.load(str(path))
-        if not np.issubdtype(image.get_data_dtype(), np.floating):
-            return 0
-        return int(np.isnan(np.asanyarray(image.dataobj)).sum())
-    except (ImageFileError, OSError, ValueError):  # SimpleITK read it already; nothing more to check
-        return 0
-
-
 def read_checked(path: Path, where: str, what: str):
     """The SimpleITK image at ``path``; unreadable, truncated or NaN-holding files are one-line errors."""
     from nnunet_ext.imageio import read_sitk_image
@@ -264,7 +250,7 @@ def read_checked(path: Path, where: str, what: str):
         image = read_sitk_image(path, what=what)
     except UserInputError as exc:
         raise UserInputError(f"{where}: {exc}") from None
-    n_nan = _nan_voxels(path)
+    n_nan = nifti_nan_count(path)
     if n_nan:
         raise UserInputError(f"{where}: {what} {path} contains {n_nan} NaN voxel(s)")
     return image

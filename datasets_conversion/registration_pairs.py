@@ -252,7 +252,7 @@ def read_volume(path: Path, what: str = "image"):
     UserInputError naming ``what`` and the file."""
     import SimpleITK as sitk
 
-    from nnunet_ext.datasets_conversion._2d_common import nifti_nan_count
+    from nnunet_ext.imageio import nifti_nan_count
     from nnunet_ext.imageio import read_sitk_image
 
     image = read_sitk_image(path, what)

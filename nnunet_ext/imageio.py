@@ -85,3 +85,18 @@ def check_gzip_complete(path: str | Path) -> None:
                 pass
     except (EOFError, OSError, zlib.error) as exc:
         raise UserInputError(f"cannot read image {path}: truncated or corrupt gzip data ({exc})") from None
+
+
+def nifti_nan_count(path: str | Path) -> int:
+    """NaN voxels stored in a NIfTI file: SimpleITK's NIfTI reader returns them as 0, so they are counted in the raw
+    file data (nibabel, an nnU-Net dependency). Integer files hold no NaN; a file nibabel cannot parse (SimpleITK
+    already read it) gets no verdict (0)."""
+    import nibabel
+
+    try:
+        image = nibabel.load(str(path))
+        if not np.issubdtype(image.get_data_dtype(), np.floating):
+            return 0
+        return int(np.isnan(np.asanyarray(image.dataobj)).sum())
+    except Exception:  # noqa: BLE001 - a second look at a file SimpleITK already read
+        return 0

@@ -916,6 +916,41 @@ MAMMO_SAM_ROWS = [
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
+# rows: hcnet cluster
+
+HC = ["hcnet", "cluster", "-d", "60", "-o", "62", "-K", "3", "--preset", "small"]
+HC_DCE = "raw/Dataset060_HCDce"
+HC_OUT = f"{W}/raw/Dataset062_HCDceHCNetMapK3"
+
+HCNET_ROWS = [
+    _case("hcnet-k_below_2", [*HC[:6], "-K", "1"], r"-K must be >= 2 \(clusters\), got 1"),
+    _case("hcnet-unknown_roi", [*HC, "--roi", "lung"], r"--roi must be one of breast, box, image, got 'lung'"),
+    _case("hcnet-unknown_preset", [*HC[:8], "--preset", "huge"], r"--preset must be one of .*got 'huge'"),
+    _case("hcnet-unknown_normalization", [*HC, "--normalization", "z"], r"--normalization must be one of case, voxel"),
+    _case("hcnet-missing_dataset", ["hcnet", "cluster", "-d", "999", "-o", "62"], r"dataset 999 not found in"),
+    _case("hcnet-single_time_point", ["hcnet", "cluster", "-d", "61", "-o", "62"],
+          r"Dataset061_HCPre has 1 channel\(s\): TIC clustering needs .*2 time points or more"),
+    _case("hcnet-map_exists", [*HC[:5], "61", *HC[6:]], r"dataset id 61 already exists .*pass --overwrite"),
+    _case("hcnet-map_is_the_source", [*HC[:5], "60", *HC[6:]], r"-o 60 is the DCE dataset itself"),
+    _case("hcnet-missing_phase", HC, r"case case_0000: missing phase .*case_0000_0001\.nii\.gz",
+          setup=_delete(f"{HC_DCE}/imagesTr/case_0000_0001.nii.gz"), absent=HC_OUT),
+    _case("hcnet-phase_off_grid", HC,
+          r"case case_0000: phase .*case_0000_0001\.nii\.gz is not on the pre-contrast grid \(spacing",
+          setup=_image(f"{HC_DCE}/imagesTr/case_0000_0001.nii.gz", np.ones((4, 8, 8), np.float32),
+                       spacing=(3.0, 1.0, 1.0)), absent=HC_OUT),
+    _case("hcnet-nan_phase", HC, r"case case_0000: NaN or infinite values in its phases",
+          setup=_image(f"{HC_DCE}/imagesTr/case_0000_0001.nii.gz", np.full((4, 8, 8), np.nan, np.float32)),
+          absent=HC_OUT),
+    _case("hcnet-empty_roi", HC, r"case case_0000: empty ROI \(--roi breast\)",
+          setup=_image(f"{HC_DCE}/extrasTr/case_0000_breast.nii.gz", np.zeros((4, 8, 8), np.uint8)), absent=HC_OUT),
+    _case("hcnet-no_breast_mask", HC, r"case case_0000: no breast mask .*use --roi box or --roi image",
+          setup=_delete(f"{HC_DCE}/extrasTr/case_0000_breast.nii.gz"), absent=HC_OUT),
+    _case("hcnet-corrupt_phase", HC, r"cannot read image .*case_0000_0001\.nii\.gz",
+          setup=_garbage(f"{HC_DCE}/imagesTr/case_0000_0001.nii.gz"), absent=HC_OUT),
+    _case("hcnet-no_action", ["hcnet"], r"the following arguments are required: action"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
 # rows: bhsd merge
 
 MERGE_OUT = f"{W}/out_merge"
@@ -1101,7 +1136,7 @@ DISPATCHER_ROWS = [
 ]
 
 CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
-                     + FFPN_ROWS + MAMMO_SAM_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
+                     + FFPN_ROWS + MAMMO_SAM_ROWS + HCNET_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
 
 
 def count_cases() -> int:
@@ -1152,6 +1187,22 @@ def _build_world(root: Path) -> None:
     write_image(tiny / "imagesTr" / "case_0000_0000.nii.gz", rng.normal(size=(4, 8, 8)).astype(np.float32),
                 (2.0, 1.0, 1.0))
     _write_label(tiny / "labelsTr" / "case_0000.nii.gz", _label_map(0))
+
+    # a two-phase DCE dataset with a breast mask, and a one-channel dataset, for hcnet cluster
+    dce = root / "raw" / "Dataset060_HCDce"
+    for folder in ("imagesTr", "labelsTr", "extrasTr"):
+        (dce / folder).mkdir(parents=True)
+    (dce / "dataset.json").write_text(json.dumps({"channel_names": {"0": "pre", "1": "post1"}, "labels": {
+        "background": 0, "tumor": 1}, "numTraining": 1, "file_ending": ".nii.gz"}))
+    for channel in range(2):
+        write_image(dce / "imagesTr" / f"case_0000_{channel:04d}.nii.gz",
+                    rng.uniform(100, 200, size=(4, 8, 8)).astype(np.float32), (2.0, 1.0, 1.0))
+    _write_label(dce / "labelsTr" / "case_0000.nii.gz", _label_map(0))
+    _write_label(dce / "extrasTr" / "case_0000_breast.nii.gz", np.ones((4, 8, 8), np.uint8))
+    shutil.copytree(dce, root / "raw" / "Dataset061_HCPre", ignore=shutil.ignore_patterns("*_0001.nii.gz"))
+    (root / "raw" / "Dataset061_HCPre" / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "pre"}, "labels": {"background": 0, "tumor": 1}, "numTraining": 1,
+        "file_ending": ".nii.gz"}))
 
     for seed in range(2):
         _write_label(root / "eval" / "ref" / f"case_{seed:03d}.nii.gz", _label_map(seed))

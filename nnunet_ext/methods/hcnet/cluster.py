@@ -149,14 +149,15 @@ def case_points(folder: Path, case: DCECase, roi: str, normalization: str, box_m
     """Read one case's phases, ROI, tumour label and (phantoms) subregions; return its normalised ROI TICs."""
     import SimpleITK as sitk
 
-    from nnunet_ext.imageio import read_sitk_image
+    from nnunet_ext.imageio import nifti_nan_count, read_sitk_image
     from nnunet_ext.methods.hcnet.vqvae import normalize_tics
 
     pre = read_sitk_image(case.images[0])
     phases = [pre] + [_checked(read_sitk_image(p), pre, case.identifier, "phase", p) for p in case.images[1:]]
     volume = np.stack([sitk.GetArrayFromImage(p).astype(np.float32) for p in phases], axis=-1)
-    if not np.isfinite(volume).all():
-        raise UserInputError(f"case {case.identifier}: NaN or infinite values in its phases ({case.images[0].parent})")
+    for path in case.images:  # SimpleITK reads a NIfTI NaN as 0: count them in the file
+        if not np.isfinite(volume).all() or nifti_nan_count(path):
+            raise UserInputError(f"case {case.identifier}: NaN or infinite values in its phases ({path})")
     label = None
     if case.label is not None:
         label = sitk.GetArrayFromImage(_checked(read_sitk_image(case.label), pre, case.identifier, "label",
