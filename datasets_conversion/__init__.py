@@ -17,4 +17,5 @@ Converters:
     registration_pairs: any folder of 3D images/labels with pairs.csv or an atlas (registration pairs in dataset.json).
     cbis_ddsm: CBIS-DDSM mammograms (TCIA DICOM or Kaggle JPEG) -> 2D mass dataset, official or seeded 75/25 split.
     inbreast: INbreast mammograms (DICOM + XML mass outlines) -> 2D mass dataset, an external test set by default.
+    mama_mia: MAMA-MIA breast DCE-MRI (ISPY1/DUKE/...) -> DCE + pre-only datasets, breast masks, DUKE boxes (HCNet).
 """

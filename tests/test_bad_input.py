@@ -571,7 +571,7 @@ CAMUS_PATIENT = "camus/training/patient0001"
 CONVERT_ROWS = [
     _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
           r"unknown converter 'kits23' \(choose from bhsd, breast_mri_nact_pilot, camus, cbis_ddsm, dce_nifti_folder, "
-          r"hc18, image_folder_2d, inbreast, oasis_learn2reg, registration_pairs\)"),
+          r"hc18, image_folder_2d, inbreast, mama_mia, oasis_learn2reg, registration_pairs\)"),
     # dce_nifti_folder
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
           r"source folder .*nope does not exist", absent=OUT_NIFTI),

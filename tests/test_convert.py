@@ -9,7 +9,7 @@ from nnunet_ext.cli import main
 from nnunet_ext.convert import available_converters
 
 CONVERTERS = ["bhsd", "breast_mri_nact_pilot", "camus", "cbis_ddsm", "dce_nifti_folder", "hc18", "image_folder_2d",
-              "inbreast", "oasis_learn2reg", "registration_pairs"]
+              "inbreast", "mama_mia", "oasis_learn2reg", "registration_pairs"]
 
 
 def test_every_converter_is_found_with_its_docstring_line():
@@ -23,6 +23,7 @@ def test_every_converter_is_found_with_its_docstring_line():
     assert converters["registration_pairs"].startswith("Convert a folder of 3D images (and labels) with registration")
     assert converters["inbreast"].startswith("Convert INbreast")
     assert converters["cbis_ddsm"].startswith("Convert CBIS-DDSM")
+    assert converters["mama_mia"].startswith("Convert MAMA-MIA")
 
 
 @pytest.mark.parametrize("argv", [["convert"], ["convert", "-h"]])
@@ -50,7 +51,8 @@ def test_unknown_converter_lists_the_choices(capsys):
     assert main(["convert", "kits23", "-i", "x"]) == 2
     assert capsys.readouterr().err.strip() == ("nnunet-ext convert: error: unknown converter 'kits23' (choose from "
                                                "bhsd, breast_mri_nact_pilot, camus, cbis_ddsm, dce_nifti_folder, hc18, "
-                                               "image_folder_2d, inbreast, oasis_learn2reg, registration_pairs)")
+                                               "image_folder_2d, inbreast, mama_mia, oasis_learn2reg, "
+                                               "registration_pairs)")
 
 
 def test_converter_help_shows_its_own_options(capsys):

@@ -99,13 +99,13 @@ def test_every_kind_refuses_zero_cases_and_existing_ids(kind, tmp_path):
 
 
 def test_phase_count_is_refused_by_the_option_spec(tmp_path):
-    """breast_dce names pre/post1/post2: n_post=3 is refused before any case is generated."""
+    """breast_dce takes 1-8 post-contrast phases: n_post=9 is refused before any case is generated."""
     from nnunet_ext.errors import UserInputError
     from nnunet_ext.synth.cli import synthesize
 
-    with pytest.raises(UserInputError, match="breast_dce: option n_post=3 is invalid: expected an integer equal to 2"):
+    with pytest.raises(UserInputError, match=r"breast_dce: option n_post=9 is invalid: expected an integer .*8"):
         synthesize("breast_dce", 42, cases=1, test_cases=0, raw=str(tmp_path),
-                   options={"n_post": 3, "shape": (16, 40, 40)})
+                   options={"n_post": 9, "shape": (16, 40, 40)})
     assert list(tmp_path.iterdir()) == []
 
 
