@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 # Normalizations that use nothing but the image itself; any other scheme (CTNormalization, custom ones) also reads
 # the dataset's foreground intensity statistics of the channel from the plans.
@@ -69,3 +70,22 @@ def preprocessing_mismatches(source_init_args: dict, plans: dict, configuration:
     host = preprocessing_facts(plans, configuration, channel)
     return [f"{key} {source.get(key, 'none')} ({names[0]}) vs {host.get(key, 'none')} ({names[1]})"
             for key in dict.fromkeys([*source, *host]) if not _same(source.get(key), host.get(key))]
+
+
+def load_pretrained_checkpoint(path: Path, owner: str, what: str, trainer_name: str, how_to_get_it: str,
+                               device) -> dict:
+    """The nnU-Net checkpoint of a frozen part, read at training start, with one-line errors naming ``owner`` (the
+    host trainer) for a missing file (``how_to_get_it`` says how to train or name it), a file another trainer wrote,
+    and a file without nnU-Net's ``init_args`` (plans and configuration: its preprocessing could not be checked)."""
+    import torch
+
+    if not Path(path).is_file():
+        raise RuntimeError(f"{owner}: {what} checkpoint not found: {path} ({how_to_get_it})")
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    if checkpoint.get("trainer_name") not in (None, trainer_name):
+        raise RuntimeError(f"{owner}: {path} was written by {checkpoint.get('trainer_name')}, expected {trainer_name}")
+    init_args = checkpoint.get("init_args") or {}
+    if "plans" not in init_args or "configuration" not in init_args:
+        raise RuntimeError(f"{owner}: {path} has no init_args with plans and configuration (not written by "
+                           f"nnUNetv2_train), so the {what}'s preprocessing cannot be checked")
+    return checkpoint

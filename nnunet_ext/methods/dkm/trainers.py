@@ -51,7 +51,7 @@ from nnunet_ext.methods.dkm.diffusion import LinearDiffusionSchedule
 from nnunet_ext.methods.dkm.inference import image_similarity, synthesize_volume
 from nnunet_ext.methods.dkm.network import DiffusionUNet, DKMSegmentationNet
 from nnunet_ext.training.base import ExtTrainerBase
-from nnunet_ext.training.pretrained import preprocessing_mismatches
+from nnunet_ext.training.pretrained import load_pretrained_checkpoint, preprocessing_mismatches
 
 
 def _autocast(device: torch.device):
@@ -277,24 +277,17 @@ class DKMTrainer(ExtTrainerBase):
         if was_initialized or self.network_module.dm is None:
             return
         path = self.dm_checkpoint_path()
-        if not path.is_file():
-            raise RuntimeError(f"{self.__class__.__name__}: diffusion module checkpoint not found: {path} (train it "
-                               f"with nnUNetv2_train <DCE dataset> {self.configuration_name} all -tr "
-                               f"{self.dm_trainer.__name__}, or set nnUNet_ext_dkm_dm_checkpoint)")
-        checkpoint = torch.load(path, map_location=self.device, weights_only=False)
-        if checkpoint.get("trainer_name") not in (None, self.dm_trainer.__name__):
-            raise RuntimeError(f"{path} was written by {checkpoint.get('trainer_name')}, expected "
-                               f"{self.dm_trainer.__name__}")
+        checkpoint = load_pretrained_checkpoint(
+            path, self.__class__.__name__, "diffusion module", self.dm_trainer.__name__,
+            f"train it with nnUNetv2_train <DCE dataset> {self.configuration_name} all -tr {self.dm_trainer.__name__}, "
+            "or set nnUNet_ext_dkm_dm_checkpoint", self.device)
         self.check_dm_preprocessing(checkpoint, path)
         self.network_module.load_dm_state(checkpoint["network_weights"])
         self.print_to_log_file(f"DKM: loaded the frozen diffusion module from {path}")
 
     def check_dm_preprocessing(self, checkpoint: dict, path: Path | str) -> None:
         """Refuse a DM trained on differently preprocessed images (:func:`dm_preprocessing_mismatches`)."""
-        init_args = checkpoint.get("init_args") or {}
-        if "plans" not in init_args or "configuration" not in init_args:
-            raise RuntimeError(f"{self.__class__.__name__}: {path} has no init_args with plans and configuration "
-                               "(not written by nnUNetv2_train), so the DM's preprocessing cannot be checked")
+        init_args = checkpoint["init_args"]  # present: load_pretrained_checkpoint checked it
         mismatches = dm_preprocessing_mismatches(init_args, self.plans_manager.plans, self.configuration_name,
                                                  self.network_module.dm_input_channel)
         if mismatches:

@@ -42,7 +42,7 @@ from nnunet_ext.methods.hcnet.backbones import build_hipm_backbone
 from nnunet_ext.methods.hcnet.losses import HeterogeneityLoss, KineticSegmentationLoss, inverse_frequency_weights
 from nnunet_ext.methods.hcnet.network import HCNetSegmentationNet, residual_unet_from_plans
 from nnunet_ext.training.base import ExtTrainerBase, adam_with_poly_decay
-from nnunet_ext.training.pretrained import preprocessing_mismatches
+from nnunet_ext.training.pretrained import load_pretrained_checkpoint, preprocessing_mismatches
 
 
 class _SingleOutputTrainer(ExtTrainerBase):
@@ -210,18 +210,12 @@ class HCNetTrainer(HCNetTrainerNoPrior):
     def load_hipm(self) -> None:
         path = self.hipm_checkpoint_path()
         name = type(self).__name__
-        if not path.is_file():
-            raise RuntimeError(f"{name}: HIPM checkpoint not found: {path} (train it with nnUNetv2_train <map "
-                               f"dataset> {self.configuration_name} all -tr {self.hipm_trainer.__name__}, or set "
-                               "nnUNet_ext_hcnet_hipm_checkpoint)")
-        checkpoint = torch.load(path, map_location=self.device, weights_only=False)
-        if checkpoint.get("trainer_name") not in (None, self.hipm_trainer.__name__):
-            raise RuntimeError(f"{name}: {path} was written by {checkpoint.get('trainer_name')}, expected "
-                               f"{self.hipm_trainer.__name__}")
-        init_args = checkpoint.get("init_args") or {}
-        if not {"plans", "configuration", "dataset_json"} <= set(init_args):
-            raise RuntimeError(f"{name}: {path} has no init_args (not written by nnUNetv2_train): cannot check it")
-        clusters = len(init_args["dataset_json"].get("labels", {})) - 1
+        checkpoint = load_pretrained_checkpoint(
+            path, name, "HIPM", self.hipm_trainer.__name__,
+            f"train it with nnUNetv2_train <map dataset> {self.configuration_name} all -tr "
+            f"{self.hipm_trainer.__name__}, or set nnUNet_ext_hcnet_hipm_checkpoint", self.device)
+        init_args = checkpoint["init_args"]
+        clusters = len((init_args.get("dataset_json") or {}).get("labels", {})) - 1
         if clusters != self.n_clusters:
             raise RuntimeError(f"{name}: the HIPM {path} predicts K = {clusters} clusters, {name} expects "
                                f"K = {self.n_clusters} (cluster with nnunet-ext hcnet cluster -K {self.n_clusters})")
