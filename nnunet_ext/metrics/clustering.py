@@ -341,7 +341,11 @@ def mean_class_accuracy(prediction, truth, n_classes: int) -> float:
     ``(1/|P|) sum_{c in P} M[c, c] / sum_j M[c, j]`` with ``P = {c : c occurs in truth}``. A class only predicted
     has no recall and is left out, as in ``sklearn.metrics.balanced_accuracy_score`` (which it equals).
     """
-    matrix = confusion_matrix(prediction, truth, n_classes)
+    return accuracy_from_confusion(confusion_matrix(prediction, truth, n_classes))
+
+
+def accuracy_from_confusion(matrix: np.ndarray) -> float:
+    """:func:`mean_class_accuracy` of a confusion matrix (e.g. one pooled over several cases)."""
     support = matrix.sum(axis=1)
     present = support > 0
     return float(np.mean(np.diag(matrix)[present] / support[present]))
@@ -356,7 +360,11 @@ def mean_iou(prediction, truth, n_classes: int) -> float:
     classes in truth or prediction; passing sklearn a ``labels`` list with an absent class would score it 0 (its
     ``zero_division``) and pull the mean down, which we do not do.
     """
-    matrix = confusion_matrix(prediction, truth, n_classes)
+    return iou_from_confusion(confusion_matrix(prediction, truth, n_classes))
+
+
+def iou_from_confusion(matrix: np.ndarray) -> float:
+    """:func:`mean_iou` of a confusion matrix (e.g. one pooled over several cases)."""
     tp = np.diag(matrix)
     union = matrix.sum(axis=0) + matrix.sum(axis=1) - tp
     present = union > 0

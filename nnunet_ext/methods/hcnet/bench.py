@@ -58,7 +58,7 @@ def write_postsub_dataset(dce: str, dataset_id: int, name: str = "BreastPostSub"
 
 def hipm_scores(predictions: str | Path, labels: str | Path, n_clusters: int) -> dict:
     from nnunet_ext.imageio import read_image
-    from nnunet_ext.metrics.clustering import confusion_matrix, mean_class_accuracy, mean_iou
+    from nnunet_ext.metrics.clustering import accuracy_from_confusion, confusion_matrix, iou_from_confusion
 
     predictions, labels = Path(predictions), Path(labels)
     references = sorted(labels.glob(f"*{FILE_ENDING}"))
@@ -73,18 +73,12 @@ def hipm_scores(predictions: str | Path, labels: str | Path, n_clusters: int) ->
             raise UserInputError(f"missing prediction {prediction} for {reference}")
         truth, _ = read_image(reference)
         predicted, _ = read_image(prediction)
-        pooled += confusion_matrix(predicted, truth, n_classes)
-        case = reference.name[:-len(FILE_ENDING)]
-        per_case[case] = {"mean_accuracy": mean_class_accuracy(predicted, truth, n_classes),
-                          "mean_iou": mean_iou(predicted, truth, n_classes)}
-    present_truth = pooled.sum(1) > 0
-    present_any = present_truth | (pooled.sum(0) > 0)
-    diagonal = np.diag(pooled).astype(float)
-    recall = diagonal[present_truth] / pooled.sum(1)[present_truth]
-    union = pooled.sum(0) + pooled.sum(1) - np.diag(pooled)
-    iou = diagonal[present_any] / union[present_any]
-    return {"mean_accuracy": float(recall.mean()), "mean_iou": float(iou.mean()), "n_cases": len(references),
-            "per_case": per_case}
+        matrix = confusion_matrix(predicted, truth, n_classes)
+        pooled += matrix
+        per_case[reference.name[:-len(FILE_ENDING)]] = {"mean_accuracy": accuracy_from_confusion(matrix),
+                                                        "mean_iou": iou_from_confusion(matrix)}
+    return {"mean_accuracy": accuracy_from_confusion(pooled), "mean_iou": iou_from_confusion(pooled),
+            "n_cases": len(references), "per_case": per_case}
 
 
 def main(argv: list[str] | None = None) -> int:
