@@ -20,6 +20,7 @@ from nnunet_ext.benchmark import stats
 from nnunet_ext.benchmark.jobs import FAILED, FINISHED, RUNNING, read_job_record
 from nnunet_ext.benchmark.spec import METRICS, Spec, lookup_spec, parse_spec
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.jsonio import json_ready
 from nnunet_ext.metrics.false_positives import FP_KEYS
 
 STUDY_FILE = "study.json"
@@ -489,16 +490,6 @@ def _per_case_csv(records: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _json_safe(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 # --- plots -----------------------------------------------------------------------------------------------------------
 
 def _footer(report_provenance: dict, provenance_rows: dict) -> str:
@@ -625,9 +616,9 @@ def build_report(workdir: str | Path, results: str | Path | None = None, command
             "jobs": [{k: j.get(k) for k in ("id", "label", "fold", "seed", "key", "status", "error", "log")}
                      for j in jobs],
             "plots": plots}
-    write_result(results / f"{spec.name}.json", json.dumps(_json_safe(data), indent=2, sort_keys=False) + "\n")
+    write_result(results / f"{spec.name}.json", json.dumps(json_ready(data), indent=2, sort_keys=False) + "\n")
     write_result(results / f"{spec.name}.csv", _csv_text(spec, analysis))
     write_result(results / f"{spec.name}.per_case.csv", _per_case_csv(analysis["records"]))
     write_result(results / f"{spec.name}.md", render_markdown(spec, study, jobs, analysis, summary, provenance_rows,
                                                               report_provenance, plots))
-    return _json_safe(data)
+    return json_ready(data)

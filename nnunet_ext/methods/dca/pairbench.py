@@ -259,7 +259,7 @@ def _provenance(args: argparse.Namespace, threads: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from nnunet_ext.atomic import atomic_output_file
-    from nnunet_ext.methods.dca.register import _jsonable
+    from nnunet_ext.jsonio import json_ready
 
     settings = check_args(args)
     pair = read_pair(args)
@@ -308,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
               "labels": pair.labels, "per_case": per_case, "directions": directions,
               "provenance": _provenance(args, threads)}
     with atomic_output_file(args.o) as tmp:
-        tmp.write_text(json.dumps(_jsonable(output), indent=2) + "\n")
+        tmp.write_text(json.dumps(json_ready(output), indent=2) + "\n")
     print(f"wrote {args.o}")
     return 0
 

@@ -79,6 +79,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 import numpy as np
 
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.jsonio import json_ready
 
 NCC_WINDOW = 9  # VoxelMorph's default window
 NCC_EPS = 1e-5  # VoxelMorph's stabiliser of the NCC denominator
@@ -548,21 +549,6 @@ def _label_dtype(labels: np.ndarray):
     return np.uint8 if top < 2 ** 8 else np.uint16 if top < 2 ** 16 else np.int32
 
 
-def _jsonable(value):
-    """NaN/inf -> None, numpy scalars -> Python, dict keys -> str, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def _curve(history: list) -> dict:
     """Up to :data:`CURVE_POINTS` evenly spaced (iteration, total) points, first and last included."""
     n = len(history)
@@ -679,5 +665,5 @@ def register_pair(fixed: str | Path, moving: str | Path, output: str | Path, mov
                               reference)
         _write_like(out / names["jacobian_determinant"], jacdet.astype(np.float32), reference)
         record["seconds"]["total"] = time.perf_counter() - start
-        (out / names["record"]).write_text(json.dumps(_jsonable(record), indent=2) + "\n")
-    return _jsonable(record)
+        (out / names["record"]).write_text(json.dumps(json_ready(record), indent=2) + "\n")
+    return json_ready(record)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.jsonio import json_ready
 
 
 def _psnr(estimate: np.ndarray, reference: np.ndarray, data_range: float) -> float:
@@ -102,14 +103,6 @@ def analyze_folder(images: str | Path, labels: str | Path, synthesized: str | Pa
             "n_cases": len(per_case), "per_case": per_case}
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     from nnunet_ext.atomic import atomic_output_file
     from nnunet_ext.methods.dkm.inference import synthesize_post_folder
@@ -136,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dkm analysis: error: {exc}")
         return 2
     with atomic_output_file(output) as tmp:
-        tmp.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
-    print(json.dumps({k: v for k, v in _json_safe(result).items() if k != "per_case"}))
+        tmp.write_text(json.dumps(json_ready(result), indent=2) + "\n")
+    print(json.dumps({k: v for k, v in json_ready(result).items() if k != "per_case"}))
     return 0
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.jsonio import json_ready
 
 FILE_ENDING = ".nii.gz"
 ROIS = ("breast", "box", "image")
@@ -215,18 +216,6 @@ def _plot(curves: np.ndarray, shares: dict, path_curves: Path, path_shares: Path
     plt.close(fig)
 
 
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def cluster_dataset(dce: str | int, map_id: int, n_clusters: int = 10, preset: str = "paper", roi: str = "breast",
                     normalization: str = "case", kmeans: bool = False, literal: bool = False, seed: int = 0,
                     overwrite: bool = False, name: str | None = None, device: str = "cpu",
@@ -317,7 +306,7 @@ def cluster_dataset(dce: str | int, map_id: int, n_clusters: int = 10, preset: s
                            retire=[clash] if clash is not None and clash != output else []) as tmp:
         _write_map_dataset(tmp, points, ids, meta, labels, record)
         (tmp / "clustering").mkdir()
-        (tmp / "clustering" / "clustering.json").write_text(json.dumps(_json_ready(summary), indent=2))
+        (tmp / "clustering" / "clustering.json").write_text(json.dumps(json_ready(summary), indent=2))
         if fit is not None:
             import torch
             torch.save({"state_dict": fit.model.state_dict(), "order": np.asarray(fit.order).tolist(),
