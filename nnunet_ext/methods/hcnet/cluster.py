@@ -56,6 +56,7 @@ class DCECase:
 @dataclass
 class CasePoints:
     case: DCECase
+    geometry: tuple            # (spacing, origin, direction) of the pre-contrast image: the map's geometry
     roi: np.ndarray            # bool (z, y, x)
     tics: np.ndarray           # (n_roi, T) normalised
     tumour: np.ndarray | None  # (n_roi,) bool, labelled cases only
@@ -71,10 +72,12 @@ def raw_dataset_folder(dataset: str | int) -> Path:
         raise UserInputError("nnUNet_raw is not set: run eval \"$(nnunet-ext env)\" first")
     text = str(dataset)
     if text.isdigit():
-        matches = sorted(Path(raw).glob(f"Dataset{int(text):03d}_*"))
-        if len(matches) != 1:
-            raise UserInputError(f"dataset {text} {'not found' if not matches else 'is ambiguous'} in {raw}")
-        return matches[0]
+        from nnunet_ext.synth.base import existing_dataset_with_id
+
+        found = existing_dataset_with_id(Path(raw), int(text))
+        if found is None:
+            raise UserInputError(f"dataset {text} not found in {raw}")
+        return found
     folder = Path(raw) / text
     if not folder.is_dir():
         raise UserInputError(f"dataset {text} not found in {raw}")
@@ -183,7 +186,8 @@ def case_points(folder: Path, case: DCECase, roi: str, normalization: str, box_m
     truth = folder / f"extras{case.split}" / f"{case.identifier}_subregion{FILE_ENDING}"
     if truth.is_file():
         subregion = sitk.GetArrayFromImage(read_sitk_image(truth))[mask].astype(np.int64)
-    return CasePoints(case, mask, normalize_tics(volume[mask], normalization),
+    geometry = (pre.GetSpacing(), pre.GetOrigin(), pre.GetDirection())
+    return CasePoints(case, geometry, mask, normalize_tics(volume[mask], normalization),
                       label[mask] if label is not None else None, subregion)
 
 
@@ -261,7 +265,8 @@ def cluster_dataset(dce: str | int, map_id: int, n_clusters: int = 10, preset: s
         centres = vqvae.mean_curves(train_tics, train_ids, n_clusters)
 
         def assign(tics: np.ndarray) -> np.ndarray:  # nearest cluster mean: the KMeans rule for new cases
-            return ((tics[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1) + 1
+            import torch
+            return vqvae.nearest_code(torch.from_numpy(tics), torch.from_numpy(centres)).numpy() + 1
     else:
         fit = vqvae.fit_vqvae(train_tics, n_clusters, preset=preset, seed=seed, literal=literal, device=device,
                               log=log)
@@ -299,7 +304,7 @@ def cluster_dataset(dce: str | int, map_id: int, n_clusters: int = 10, preset: s
               "time_points": int(train_tics.shape[1]), "training_cases": len(train),
               "training_voxels": int(len(train_tics))}
     # metrics at the top level: the benchmark harness reads a JSON file's numeric top-level keys
-    summary = {**record, **report, "used_clusters": int(len(np.unique(train_ids))), "mean_curves": curves.tolist()}
+    summary = {**record, **report, "mean_curves": curves.tolist()}
     if fit is not None:
         summary.update(restarts=fit.restarts, code_order=np.asarray(fit.order).tolist(), history=fit.history)
     with atomic_output_dir(output, overwrite=overwrite, inputs=[folder], written_by="nnunet-ext hcnet cluster",
@@ -331,7 +336,10 @@ def _write_map_dataset(tmp: Path, points: list[CasePoints], ids: list[np.ndarray
         heterogeneity = np.zeros(p.roi.shape, np.uint8)
         heterogeneity[p.roi] = cluster_ids
         image = sitk.GetImageFromArray(heterogeneity)
-        image.CopyInformation(sitk.ReadImage(str(case.images[0])))
+        spacing, origin, direction = p.geometry
+        image.SetSpacing(spacing)
+        image.SetOrigin(origin)
+        image.SetDirection(direction)
         sitk.WriteImage(image, str(tmp / f"labels{case.split}" / f"{case.identifier}{FILE_ENDING}"),
                         useCompression=True)
     dataset_json = {

@@ -78,10 +78,21 @@ def test_options_write_a_valid_map(raw, options):
     assert 1 <= label[label > 0].min() and label.max() <= 3
 
 
-def test_box_roi_needs_labels_and_is_the_grown_tumour_box(raw):
+def test_box_roi_needs_labels(raw):
     with pytest.raises(UserInputError, match=r"case case_0002: --roi box needs a tumour label"):
         _cluster(roi="box")  # case_0002 is unlabelled
     assert not list(raw.glob("Dataset052_*"))
+
+
+def test_box_is_the_label_bounding_box_grown_by_the_margin():
+    from nnunet_ext.methods.hcnet.cluster import _box
+
+    label = np.zeros((10, 12, 12), bool)
+    label[4:6, 5:7, 2:3] = True
+    box = _box(label, spacing=(3.0, 1.0, 2.0), margin_mm=4.0)  # grows ceil(4/3)=2, 4, 2 voxels, clipped at 0
+    expected = np.zeros_like(label)
+    expected[2:8, 1:11, 0:5] = True
+    np.testing.assert_array_equal(box, expected)
 
 
 def _refused(raw: Path, match: str, **options) -> None:
