@@ -1,4 +1,5 @@
-"""Datasets of a study: written (synth), converted (``nnunet-ext convert``) or linked (existing), then planned and
+"""Datasets of a study: written (synth), converted (``nnunet-ext convert``), derived from earlier ones by a command
+(derive) or linked (existing), then planned and
 preprocessed, once per study, inside the study's workspace.
 
 The workspace (``--workdir``) has its own ``nnUNet_raw`` and ``nnUNet_preprocessed``; an ``existing`` dataset is
@@ -9,7 +10,7 @@ Each dataset id gets a *fingerprint* that enters the key of every job using it:
 - synth: SHA-256 of ``synthesize``'s arguments and of the phantom code (``nnunet_ext/synth/*.py``,
   ``nnunet_ext/imageio.py``): phantoms are deterministic per (seed, split, case index), so equal parameters and code
   give equal files;
-- convert / existing: SHA-256 of the raw folder's ``dataset.json`` and files (relative path + content; files
+- convert / derive / existing: SHA-256 of the raw folder's ``dataset.json`` and files (relative path + content; files
   whose size and modification time did not change since the last hash are not read again);
 
 plus the planner and configurations. The state of the workspace is kept in ``datasets.json``; a dataset whose
@@ -18,10 +19,10 @@ replaced), and the jobs using it get new keys, so they rerun.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -214,9 +215,9 @@ def _acquire(dataset, raw: Path, env: Mapping[str, str], workdir: Path, old: dic
                     cmd += ["--pre_only_id", str(dataset.pre_only_id)]
                 what = f"nnunet-ext convert {dataset.convert}"
             else:
-                values = {"{id}": str(dataset.id), "{bin}": str(Path(sys.executable).parent),
-                          "{python}": sys.executable, "{repo}": str(REPOSITORY)}
-                cmd = [functools.reduce(lambda text, kv: text.replace(*kv), values.items(), part)
+                values = {"id": str(dataset.id), "bin": str(Path(sys.executable).parent), "python": sys.executable,
+                          "repo": str(REPOSITORY)}
+                cmd = [re.sub(r"\{(id|bin|python|repo)\}", lambda m: values[m.group(1)], part)
                        for part in shlex.split(dataset.command)]
                 what = f"derive dataset {dataset.id}"
             log(f"{dataset.source} dataset {dataset.id}: {' '.join(cmd[1:])}")

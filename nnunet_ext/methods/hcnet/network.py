@@ -68,7 +68,7 @@ class HCNetSegmentationNet(nn.Module):
             return torch.softmax(logits, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prior = self.prior(x).to(x.dtype if x.is_floating_point() else torch.float32)
+        prior = self.prior(x).to(x.dtype)
         return self.kifb(self.backbone(x), prior)
 
     def trainable_parameters(self):
