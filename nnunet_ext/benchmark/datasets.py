@@ -1,6 +1,5 @@
 """Datasets of a study: written (synth), converted (``nnunet-ext convert``), derived from earlier ones by a command
-(derive) or linked (existing), then planned and
-preprocessed, once per study, inside the study's workspace.
+(derive) or linked (existing), then planned and preprocessed, once per study, inside the study's workspace.
 
 The workspace (``--workdir``) has its own ``nnUNet_raw`` and ``nnUNet_preprocessed``; an ``existing`` dataset is
 symlinked into it from the user's raw folder and planned there, so the user's nnU-Net folders are only read.
