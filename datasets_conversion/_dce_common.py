@@ -49,6 +49,21 @@ def dce_channel_names(n_post: int) -> dict[str, str]:
 
 
 @dataclass
+class CaseMask:
+    """A further binary (0/1, uint8) mask of a case, e.g. a breast mask, checked by the converter that reads it.
+
+    Attributes:
+        image: the SimpleITK mask.
+        source: where it came from, for error messages.
+        what: how error messages name it, e.g. ``"breast mask"``.
+    """
+
+    image: object
+    source: str
+    what: str
+
+
+@dataclass
 class LoadedCase:
     """Images and label of one case as SimpleITK images, with a human-readable source for every one of them.
 
@@ -58,6 +73,8 @@ class LoadedCase:
         label: tumour segmentation, or None for an unlabelled case.
         label_source: where the label came from.
         resampled: names of the channels/label the loader already resampled onto the pre grid.
+        masks: further masks by folder name: written to ``<dataset>/<folder>/<case>.nii.gz`` in the DCE dataset and,
+            for labelled cases, in the pre-contrast-only dataset, put on the pre-contrast grid like the label.
     """
 
     images: list
@@ -65,6 +82,7 @@ class LoadedCase:
     label: object | None = None
     label_source: str | None = None
     resampled: list[str] = field(default_factory=list)
+    masks: dict[str, CaseMask] = field(default_factory=dict)
 
 
 @dataclass
@@ -253,7 +271,7 @@ def check_output_ids(raw_root: Path, dce_id: int, pre_only_id: int, overwrite: b
 def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: Path, dce_id: int, pre_only_id: int,
                           name: str, n_post: int, test_fraction: float, seed: int, overwrite: bool,
                           resample_to_pre: bool, converter: str, description: str, reference: str, licence: str,
-                          extra_json: dict | None = None,
+                          extra_json: dict | None = None, inputs: Sequence[Path] = (),
                           progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
     """Write the DCE dataset and its pre-contrast-only twin; return their folders.
 
@@ -268,6 +286,7 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
         test_fraction: fraction of labelled case groups moved to imagesTs/labelsTs (both datasets alike).
         converter: module name recorded in dataset.json.
         extra_json: further dataset.json keys for both datasets.
+        inputs: further folders the cases are read from (e.g. masks); like ``source``, never an output.
     """
     raw_root = Path(raw_root)
     name = check_dataset_name(name)
@@ -302,7 +321,7 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
     # dataset with one of the ids under another name would shadow the new one in nnU-Net's id lookup, so it is
     # retired (replaced only with --overwrite, and only if nnunet-ext wrote it)
     retire = [c for c in clashes if c is not None and c not in (dce_folder, pre_folder)]
-    with atomic_output_dirs([dce_folder, pre_folder], overwrite=overwrite, inputs=[source], retire=retire,
+    with atomic_output_dirs([dce_folder, pre_folder], overwrite=overwrite, inputs=[source, *inputs], retire=retire,
                             written_by=f"nnunet-ext convert {converter}") as (dce_tmp, pre_tmp):
         for tmp in (dce_tmp, pre_tmp):
             for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
@@ -310,9 +329,13 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
         for index, plan in enumerate(plans, start=1):
             split = "Ts" if plan.case_id in test_ids else "Tr"
             case = plan.load()
-            images, label, changed = _checked_case(case, plan, n_post, resample_to_pre)
+            images, label, masks, changed = _checked_case(case, plan, n_post, resample_to_pre)
             if changed:
                 resampled[plan.case_id] = changed
+            for folder, mask in masks.items():
+                for tmp in (dce_tmp, pre_tmp) if plan.labelled else (dce_tmp,):
+                    (tmp / folder).mkdir(exist_ok=True)
+                    _write(mask, tmp / folder / f"{plan.case_id}{FILE_ENDING}")
             for channel, image in enumerate(images):
                 _write(image, dce_tmp / f"images{split}" / f"{plan.case_id}_{channel:04d}{FILE_ENDING}")
             _write(label if label is not None else _zero_label_like(images[0]),
@@ -360,6 +383,12 @@ def _checked_case(case: LoadedCase, plan: CasePlan, n_post: int, resample: bool)
     reference = case.images[0]
     aligned = [reference]
     changed = list(case.resampled)
+    masks = {}
+    for folder, mask in case.masks.items():
+        masks[folder], was_resampled = align_to_reference(mask.image, reference, is_label=True, resample=resample,
+                                                          where=where, what=mask.what, source=mask.source)
+        if was_resampled:
+            changed.append(folder)
     for image, source, what in zip(case.images[1:], case.image_sources[1:], names[1:]):
         image, was_resampled = align_to_reference(image, reference, is_label=False, resample=resample, where=where,
                                                   what=f"{what} image", source=source)
@@ -373,7 +402,7 @@ def _checked_case(case: LoadedCase, plan: CasePlan, n_post: int, resample: bool)
                                                   what="segmentation", source=case.label_source)
         if was_resampled:
             changed.append("seg")
-    return aligned, label, changed
+    return aligned, label, masks, changed
 
 
 # ----------------------------------------------------------------------------------------------------------------------

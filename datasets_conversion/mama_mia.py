@@ -52,7 +52,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from collections import Counter
@@ -62,13 +61,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from nnunet_ext.atomic import atomic_output_dirs
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.imageio import nifti_nan_count
 
-from nnunet_ext.datasets_conversion._dce_common import (CasePlan, LoadedCase, add_common_arguments, align_to_reference,
-                                                        binary_label, check_dataset_name, check_output_ids, cli_main,
-                                                        raw_root_from, write_paired_datasets)
+from nnunet_ext.datasets_conversion._dce_common import (CaseMask, CasePlan, LoadedCase, add_common_arguments,
+                                                        align_to_reference, binary_label, cli_main, raw_root_from,
+                                                        write_paired_datasets)
 
 CONVERTER = "datasets_conversion.mama_mia"
 DEFAULT_NAME = "MAMAMIA"
@@ -271,8 +269,8 @@ def bounding_box_label(label):
     return out
 
 
-def checked_breast_mask(path: Path, reference, where: str, resample: bool):
-    """The breast mask at ``path`` as uint8 0/1 on the grid of ``reference`` and whether it was resampled."""
+def checked_breast_mask(path: Path, where: str) -> CaseMask:
+    """The breast mask at ``path`` as uint8 0/1 (the shared writer puts it on the pre-contrast grid)."""
     import SimpleITK as sitk
 
     mask = read_checked(path, where, "breast mask")
@@ -285,25 +283,13 @@ def checked_breast_mask(path: Path, reference, where: str, resample: bool):
         raise UserInputError(f"{where}: breast mask {path} has values {shown}; expected a binary mask (0 and 1)")
     binary = sitk.GetImageFromArray(values.astype(np.uint8))
     binary.CopyInformation(mask)
-    return align_to_reference(binary, reference, is_label=True, resample=resample, where=where, what="breast mask",
-                              source=str(path))
+    return CaseMask(binary, str(path), "breast mask")
 
 
-class _MaskSink:
-    """Where the loaders write breast masks: the temporary dataset folders of the running atomic step (set once
-    that step has started; None otherwise)."""
-
-    def __init__(self) -> None:
-        self.dce: Path | None = None
-        self.pre_only: Path | None = None
-
-
-def _loader(case: SourceCase, n_post: int, box: bool, resample: bool, sink: _MaskSink) -> Callable[[], LoadedCase]:
+def _loader(case: SourceCase, n_post: int, box: bool, resample: bool) -> Callable[[], LoadedCase]:
     where = f"case {case.pid}"
 
     def load() -> LoadedCase:
-        import SimpleITK as sitk
-
         names = ["pre"] + [f"post{k}" for k in range(1, n_post + 1)]
         paths = [case.phases[k] for k in range(n_post + 1)]
         images = [read_checked(path, where, f"{name} image") for name, path in zip(names, paths)]
@@ -317,22 +303,18 @@ def _loader(case: SourceCase, n_post: int, box: bool, resample: bool, sink: _Mas
                                                           source=str(case.segmentation))
                 resampled += ["seg"] if was_resampled else []
                 label = bounding_box_label(label)
-        if case.breast_mask is not None and sink.dce is not None:
-            mask, was_resampled = checked_breast_mask(case.breast_mask, images[0], where, resample)
-            resampled += [BREAST_MASK_FOLDER] if was_resampled else []
-            targets = [sink.dce] + ([sink.pre_only] if label is not None else [])
-            for folder in targets:
-                sitk.WriteImage(mask, str(folder / f"{case.pid}{FILE_ENDING}"), True)
+        masks = {}
+        if case.breast_mask is not None:
+            masks[BREAST_MASK_FOLDER] = checked_breast_mask(case.breast_mask, where)
         return LoadedCase(images=images, image_sources=[str(p) for p in paths], label=label,
                           label_source=str(case.segmentation) if case.segmentation is not None else None,
-                          resampled=resampled)
+                          resampled=resampled, masks=masks)
     return load
 
 
-def plan_cases(cases: Sequence[SourceCase], n_post: int, box: bool = False, resample: bool = False,
-               sink: _MaskSink | None = None) -> list[CasePlan]:
+def plan_cases(cases: Sequence[SourceCase], n_post: int, box: bool = False, resample: bool = False
+               ) -> list[CasePlan]:
     """One plan per case: case id = lower-case pid, split group = the patient."""
-    sink = sink if sink is not None else _MaskSink()
     plans = []
     for case in cases:
         provenance = {"cohort": case.cohort, "folder": case.folder.name,
@@ -344,59 +326,9 @@ def plan_cases(cases: Sequence[SourceCase], n_post: int, box: bool = False, resa
         if case.breast_mask is not None:
             provenance["breast_mask"] = case.breast_mask.name
         plans.append(CasePlan(case_id=case.pid, labelled=case.segmentation is not None,
-                              load=_loader(case, n_post, box, resample, sink), where=f"case {case.pid}",
+                              load=_loader(case, n_post, box, resample), where=f"case {case.pid}",
                               group=case.pid, provenance=provenance))
     return plans
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# writing
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
-
-
-def _write_with_breast_masks(plans: list[CasePlan], sink: _MaskSink, *, raw_root: Path, source: Path,
-                             mask_source: Path, dce_id: int, pre_only_id: int, name: str, overwrite: bool,
-                             **options) -> tuple[Path, Path]:
-    """``write_paired_datasets`` plus ``breast_masks/`` in both datasets, in one atomic step.
-
-    ``write_paired_datasets`` has no hook for extra per-case files, so it writes into a staging root inside the
-    temporary DCE folder of an outer :func:`atomic_output_dirs`; the loaders write the breast masks into the outer
-    temporary folders, the staged datasets are renamed into them, and the outer step moves both into place only if
-    everything succeeded (the same rules: ``--overwrite``, marker, nothing partial).
-    """
-    from nnunet_ext.synth.base import dataset_folder_name, existing_dataset_with_id
-
-    name = check_dataset_name(name)
-    if _inside(raw_root, source):
-        raise UserInputError(f"the output folder {raw_root} is inside the source folder {source}; choose another "
-                             f"--raw so the source stays untouched")
-    check_output_ids(raw_root, dce_id, pre_only_id, overwrite)
-    finals = [raw_root / dataset_folder_name(dce_id, name), raw_root / dataset_folder_name(pre_only_id,
-                                                                                          f"{name}PreOnly")]
-    clashes = [existing_dataset_with_id(raw_root, i) for i in (dce_id, pre_only_id)]
-    retire = [c for c in clashes if c is not None and c not in finals]
-    with atomic_output_dirs(finals, overwrite=overwrite, inputs=[source, mask_source], retire=retire,
-                            written_by=f"nnunet-ext convert {CONVERTER}") as tmps:
-        sink.dce, sink.pre_only = (tmp / BREAST_MASK_FOLDER for tmp in tmps)
-        for folder in (sink.dce, sink.pre_only):
-            folder.mkdir()
-        staging = tmps[0] / ".staging"
-        try:
-            staged = write_paired_datasets(plans, raw_root=staging, source=source, dce_id=dce_id,
-                                           pre_only_id=pre_only_id, name=name, overwrite=False, **options)
-        finally:
-            sink.dce = sink.pre_only = None
-        for folder, tmp, final in zip(staged, tmps, finals):
-            if folder.name != final.name:  # pragma: no cover - both follow dataset_folder_name
-                raise RuntimeError(f"staged {folder.name} but the dataset is {final.name}")
-            for item in folder.iterdir():
-                os.rename(item, tmp / item.name)
-            folder.rmdir()
-        staging.rmdir()
-    return finals[0], finals[1]
 
 
 def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = DEFAULT_NAME, raw: str | None = None,
@@ -414,8 +346,7 @@ def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = D
     mask_source = Path(breast_masks) if breast_masks is not None else None
     raw_root = Path(raw_root_from(raw))
     cases, skipped = scan_source(source, cohorts, n_post, mask_source)
-    sink = _MaskSink()
-    plans = plan_cases(cases, n_post, box_labels, resample_to_pre, sink)
+    plans = plan_cases(cases, n_post, box_labels, resample_to_pre)
 
     boxed = sorted(c.pid for c in cases if box_labels and c.cohort == BOX_COHORT and c.segmentation is not None)
     no_mask = sorted(c.pid for c in cases if c.breast_mask is None)
@@ -434,16 +365,12 @@ def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = D
                    f"1..{n_post} post-contrast; label 1 = expert primary-tumour segmentation")
     if box_labels:
         description += f" ({BOX_COHORT}: bounding box of it; clustering ROI only, not for segmentation)"
-    options = dict(n_post=n_post, test_fraction=test_fraction, seed=seed, resample_to_pre=resample_to_pre,
-                   converter=CONVERTER, description=description, reference=REFERENCE, licence=LICENCE,
-                   extra_json=extra, progress=progress)
-    if mask_source is None:
-        folders = write_paired_datasets(plans, raw_root=raw_root, source=source, dce_id=dataset_id,
-                                        pre_only_id=pre_only_id, name=name, overwrite=overwrite, **options)
-    else:
-        folders = _write_with_breast_masks(plans, sink, raw_root=raw_root, source=source, mask_source=mask_source,
-                                           dce_id=dataset_id, pre_only_id=pre_only_id, name=name,
-                                           overwrite=overwrite, **options)
+    folders = write_paired_datasets(plans, raw_root=raw_root, source=source, dce_id=dataset_id,
+                                    pre_only_id=pre_only_id, name=name, overwrite=overwrite, n_post=n_post,
+                                    test_fraction=test_fraction, seed=seed, resample_to_pre=resample_to_pre,
+                                    converter=CONVERTER, description=description, reference=REFERENCE,
+                                    licence=LICENCE, extra_json=extra, inputs=[mask_source] if mask_source else (),
+                                    progress=progress)
     if progress is not None:
         for line in summary_lines(cases, skipped, boxed, no_mask if mask_source is not None else None):
             progress(line)
