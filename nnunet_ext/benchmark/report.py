@@ -179,12 +179,12 @@ def target_met(conditions: list, figures: dict) -> bool | None:
     list figure such as a confidence interval); None when a figure is missing (a row without finished jobs)."""
     import operator
 
-    from nnunet_ext.benchmark.spec import _TARGET_KEY
+    from nnunet_ext.benchmark.spec import TARGET_KEY
 
     compare = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
     met = True
     for key, op, number in conditions:
-        name, index = _TARGET_KEY.fullmatch(str(key)).groups()
+        name, index = TARGET_KEY.fullmatch(str(key)).groups()
         value = figures.get(name)
         if value is not None and index is not None:
             value = value[int(index)] if isinstance(value, (list, tuple)) and len(value) > int(index) else None

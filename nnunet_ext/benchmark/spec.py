@@ -569,7 +569,7 @@ def _check_summary(summary: dict, labels: list[str], baseline: str | None, data:
                         and isinstance(condition[2], (int, float)) and not isinstance(condition[2], bool)):
                     raise UserInputError(f"{path}.target[{i}] must be [KEY, OP, NUMBER] with OP one of "
                                          f"{', '.join(TARGET_OPERATORS)}, got {condition!r}")
-                figure = _TARGET_KEY.fullmatch(str(condition[0]))
+                figure = TARGET_KEY.fullmatch(str(condition[0]))
                 if not figure or figure.group(1) not in list(summary)[:list(summary).index(key)]:
                     raise UserInputError(f"{path}.target[{i}]: '{condition[0]}' is no summary figure listed before "
                                          f"{key} (KEY or KEY[INDEX])")
@@ -609,7 +609,7 @@ def _check_summary(summary: dict, labels: list[str], baseline: str | None, data:
 
 #: comparisons of a summary ``target`` condition ``[KEY, OP, NUMBER]``
 TARGET_OPERATORS = (">=", ">", "<=", "<")
-_TARGET_KEY = re.compile(r"([^\[\]]+)(?:\[(\d+)\])?")
+TARGET_KEY = re.compile(r"([^\[\]]+)(?:\[(\d+)\])?")
 
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
