@@ -13,12 +13,13 @@ import csv
 import io
 import json
 import math
+import operator
 import re
 from pathlib import Path
 
 from nnunet_ext.benchmark import stats
 from nnunet_ext.benchmark.jobs import FAILED, FINISHED, RUNNING, read_job_record
-from nnunet_ext.benchmark.spec import METRICS, Spec, lookup_spec, parse_spec
+from nnunet_ext.benchmark.spec import METRICS, TARGET_KEY, Spec, lookup_spec, parse_spec
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.jsonio import json_ready
 from nnunet_ext.metrics.false_positives import FP_KEYS
@@ -177,10 +178,6 @@ def _command_output(command: str) -> str | None:
 def target_met(conditions: list, figures: dict) -> bool | None:
     """True when every ``[KEY, OP, NUMBER]`` holds for the figures computed so far (``KEY[i]``: element i of a
     list figure such as a confidence interval); None when a figure is missing (a row without finished jobs)."""
-    import operator
-
-    from nnunet_ext.benchmark.spec import TARGET_KEY
-
     compare = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
     met = True
     for key, op, number in conditions:
