@@ -18,4 +18,5 @@ Converters:
     cbis_ddsm: CBIS-DDSM mammograms (TCIA DICOM or Kaggle JPEG) -> 2D mass dataset, official or seeded 75/25 split.
     inbreast: INbreast mammograms (DICOM + XML mass outlines) -> 2D mass dataset, an external test set by default.
     mama_mia: MAMA-MIA breast DCE-MRI (ISPY1/DUKE/...) -> DCE + pre-only datasets, breast masks, DUKE boxes (HCNet).
+    brats2023: BraTS 2023 adult glioma (t1n/t1c [+ t2w/t2f], WT/TC/ET regions, grouped by patient) (ResFusion).
 """

@@ -8,8 +8,8 @@ import pytest
 from nnunet_ext.cli import main
 from nnunet_ext.convert import available_converters
 
-CONVERTERS = ["bhsd", "breast_mri_nact_pilot", "camus", "cbis_ddsm", "dce_nifti_folder", "hc18", "image_folder_2d",
-              "inbreast", "mama_mia", "oasis_learn2reg", "registration_pairs"]
+CONVERTERS = ["bhsd", "brats2023", "breast_mri_nact_pilot", "camus", "cbis_ddsm", "dce_nifti_folder", "hc18",
+              "image_folder_2d", "inbreast", "mama_mia", "oasis_learn2reg", "registration_pairs"]
 
 
 def test_every_converter_is_found_with_its_docstring_line():
@@ -50,8 +50,8 @@ def test_listing_imports_no_converter():
 def test_unknown_converter_lists_the_choices(capsys):
     assert main(["convert", "kits23", "-i", "x"]) == 2
     assert capsys.readouterr().err.strip() == ("nnunet-ext convert: error: unknown converter 'kits23' (choose from "
-                                               "bhsd, breast_mri_nact_pilot, camus, cbis_ddsm, dce_nifti_folder, hc18, "
-                                               "image_folder_2d, inbreast, mama_mia, oasis_learn2reg, "
+                                               "bhsd, brats2023, breast_mri_nact_pilot, camus, cbis_ddsm, dce_nifti_folder, "
+                                               "hc18, image_folder_2d, inbreast, mama_mia, oasis_learn2reg, "
                                                "registration_pairs)")
 
 
