@@ -1,0 +1,1 @@
+"""Residual pre/post-contrast fusion (Yan et al.): network, trainers."""
