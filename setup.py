@@ -42,7 +42,8 @@ setup(
     extras_require={
         # MONAI is the independent reference for surface distances and DDPM schedules in the tests.
         # pyefd is the independent reference for FFPN's elliptic Fourier descriptors (Eq. 1).
-        "test": ["pytest", "pytest-xdist", "pyefd"],
+        # medpy is the independent reference for the region HD95 of `nnunet-ext evaluate --regions` (its hd95).
+        "test": ["pytest", "pytest-xdist", "pyefd", "medpy"],
         # Benchmark-only: the ANTs SyN baseline of the registration pair benchmark (nnunet_ext.methods.dca.syn).
         # antspyx 0.6.2/0.6.3 require numpy<2.4 (a downgrade here); 0.6.1 leaves numpy alone but its metadata still
         # says scipy<1.16 (a pin for an old statsmodels, ANTsPy PR #825; ANTs itself does not use it). To keep

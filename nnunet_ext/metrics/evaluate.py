@@ -24,6 +24,15 @@ prediction's foreground (:mod:`nnunet_ext.metrics.head_circumference`), in mm wi
 (nnU-Net exports carry the converter's spacing, also for ``--downsample``d datasets; a PNG prediction has none, so the
 CSV's pixel size is used), and its absolute difference from the CSV value. Cases are matched to CSV rows by the
 converter's names (``hc18_010_2`` <-> ``010_2HC.png``); an empty prediction has no circumference and is counted in ``n_undefined``.
+
+``--regions SPEC`` adds region metrics under ``regions`` (:func:`parse_regions`: ``brats`` = WT {1, 2, 3}, TC {1, 3},
+ET {3}, or ``NAME=1,2;NAME2=2``): per case and region Dice and HD95 in mm with the BraTS rule for empty masks
+(:func:`nnunet_ext.metrics.segmentation.region_metrics`; this HD95 is medpy's percentile of the pooled surface
+distances, the per-label HD95 is MONAI's maximum of the two directed percentiles). ``regions`` holds ``labels``
+(the definition), ``empty_hd95_mm``, ``metric_per_case`` (each case's ``metrics[region]``, plus ``metrics["mean"]``
+over its regions) and ``mean`` (per region over cases, and ``mean["mean"]``, the mean over regions). The CSV gets one
+row per (case, region), the case's ``mean`` row, and rows with case ``mean`` for the means over cases; the columns
+other than Dice and HD95 are empty there.
 """
 from __future__ import annotations
 
@@ -31,17 +40,19 @@ import argparse
 import csv
 import json
 import math
+import re
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from nnunet_ext.atomic import atomic_output_file
 from nnunet_ext.errors import UserInputError
 from nnunet_ext.metrics.false_positives import negative_scan_false_positives, summarize_false_positives
-from nnunet_ext.metrics.segmentation import (METRIC_NAMES, compute_case_metrics, distance_undefined,
-                                             empty_label_metrics, image_diagonal_mm)
+from nnunet_ext.metrics.segmentation import (BRATS_EMPTY_HD95_MM, BRATS_REGIONS, METRIC_NAMES,
+                                             REGION_METRIC_NAMES, compute_case_metrics, distance_undefined,
+                                             empty_label_metrics, image_diagonal_mm, region_metrics)
 
 #: ``--distance_penalty`` choices: keep undefined HD95/ASD as NaN, or use the image diagonal in mm.
 DISTANCE_PENALTIES = ("none", "diagonal")
@@ -54,6 +65,9 @@ SPACING_RELATIVE_TOLERANCE = 1e-3
 ORIGIN_VOXEL_TOLERANCE = 1e-3
 #: Largest absolute difference of any direction-cosine entry (NIfTI stores orientation as a float32 quaternion).
 DIRECTION_TOLERANCE = 1e-4
+#: A region name: a letter, then letters, digits, ``_``, ``-`` or ``+`` (JSON keys and CSV cells beside the label
+#: numbers; ``mean`` is taken by the mean over regions).
+REGION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -71,12 +85,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hc18_csv", default=None, metavar="CSV",
                         help="HC18 CSV (filename, pixel size (mm), head circumference (mm)): also report the absolute "
                              "head-circumference difference in mm (HC18 challenge metric)")
+    parser.add_argument("--regions", default=None, metavar="SPEC",
+                        help="also report Dice and HD95 per region: 'brats' (WT = 1,2,3; TC = 1,3; ET = 3) or "
+                             "'NAME=1,2;NAME2=2'; BraTS rule for empty masks (both: 1 / 0 mm, one: 0 / 373.13 mm)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = evaluate_folders(args.ref, args.pred, labels=args.l, output_json=args.o, output_csv=args.csv,
                                num_processes=args.np, distance_penalty=args.distance_penalty,
-                               hc18_csv=args.hc18_csv)
+                               hc18_csv=args.hc18_csv, regions=args.regions)
     output_json = args.o or str(Path(args.pred) / "summary.json")
     print(f"evaluated {len(summary['metric_per_case'])} cases -> {output_json}")
     undefined = summary["foreground_mean"]["n_distance_undefined"]
@@ -92,7 +109,45 @@ def run(args: argparse.Namespace) -> int:
         hc = summary["head_circumference"]
         print(f"  head circumference: mean absolute difference {hc['mean_abs_diff_mm']:.2f} mm over "
               f"{hc['n_cases'] - hc['n_undefined']} cases ({hc['n_undefined']} empty predictions)")
+    if "regions" in summary:
+        means = summary["regions"]["mean"]
+        print("  region means (Dice / HD95 mm): " + ", ".join(f"{name} {m['Dice']:.4f} / {m['HD95']:.2f}"
+                                                             for name, m in means.items()))
     return 0
+
+
+def parse_regions(spec: str) -> dict[str, tuple[int, ...]]:
+    """Regions of a ``--regions`` spec: ``brats`` (WT, TC, ET on labels 1 NCR, 2 ED, 3 ET) or ``NAME=1,2;NAME2=2``.
+
+    Returns:
+        ``{name: sorted label values}`` in the spec's order, for
+        :func:`nnunet_ext.metrics.segmentation.region_metrics`. A malformed entry, an empty, bad or repeated name and
+        a value that is not a non-negative integer are one-line UserInputErrors.
+    """
+    if spec.strip().lower() == "brats":
+        return dict(BRATS_REGIONS)
+    regions: dict[str, tuple[int, ...]] = {}
+    for entry in spec.split(";"):
+        name, equals, values = (part.strip() for part in entry.partition("="))
+        if not equals or not values:
+            raise UserInputError(f"--regions: expected 'brats' or NAME=LABEL,LABEL;NAME=LABEL, but entry "
+                                 f"{entry.strip()!r} of {spec!r} is not NAME=LABEL,...")
+        if not name:
+            raise UserInputError(f"--regions: a region has no name in {spec!r}")
+        if not REGION_NAME.fullmatch(name) or name == "mean":
+            raise UserInputError(f"--regions: bad region name {name!r} (a letter, then letters, digits, _, - or +; "
+                                 f"'mean' is reserved)")
+        if name in regions:
+            raise UserInputError(f"--regions: region {name} is given twice in {spec!r}")
+        labels = set()
+        for value in (v.strip() for v in values.split(",")):
+            if not re.fullmatch(r"[+-]?\d+", value):
+                raise UserInputError(f"--regions: region {name}: label value {value!r} is not an integer")
+            if int(value) < 0:
+                raise UserInputError(f"--regions: region {name}: label values must be non-negative, got {value}")
+            labels.add(int(value))
+        regions[name] = tuple(sorted(labels))
+    return regions
 
 
 def case_name(path: str | Path) -> str:
@@ -166,11 +221,13 @@ def _check_world_geometry(name: str, reference_file: Path, prediction_file: Path
 
 
 def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[int] | None,
-                  distance_penalty: str = "none") -> dict:
+                  distance_penalty: str = "none", regions: Mapping[str, Sequence[int]] | None = None) -> dict:
     """Metrics of one (reference, prediction) pair; spacing of the reference is used for distances.
 
     With ``labels=None`` every nonzero label of the reference or the prediction is evaluated, and the nonzero
     reference labels are returned under ``"reference_labels"`` so the caller can pick the dataset's label set.
+    ``regions`` (:func:`parse_regions`) adds :func:`~nnunet_ext.metrics.segmentation.region_metrics` under
+    ``"region_metrics"``.
     """
     reference, reference_spacing, reference_values = _read_label_map(Path(reference_file))
     prediction, prediction_spacing, prediction_values = _read_label_map(Path(prediction_file))
@@ -192,6 +249,8 @@ def evaluate_case(reference_file: str, prediction_file: str, labels: Sequence[in
             "n_voxels": int(reference.size), "reference_labels": reference_labels}
     if not reference_labels:  # a negative scan: any predicted foreground is a false alarm
         case["false_positives"] = negative_scan_false_positives(prediction, reference_spacing)
+    if regions:
+        case["region_metrics"] = region_metrics(reference, prediction, regions, reference_spacing)
     return case
 
 
@@ -222,6 +281,20 @@ def _summarize(cases: list[dict], labels: list[int], distance_penalty: str = "no
     negatives = {case_name(c["reference_file"]): c["false_positives"] for c in cases if "false_positives" in c}
     return {"metric_per_case": metric_per_case, "mean": mean, "foreground_mean": foreground_mean,
             "distance_penalty": distance_penalty, "negative_scans": summarize_false_positives(negatives)}
+
+
+def _summarize_regions(cases: list[dict], regions: Mapping[str, Sequence[int]]) -> dict:
+    """The ``regions`` section (module docstring); the BraTS empty rule leaves no NaN, so means are plain means."""
+    metric_per_case = []
+    for case in cases:
+        metrics = {name: case["region_metrics"][name] for name in regions}
+        metrics["mean"] = {m: float(np.mean([metrics[name][m] for name in regions])) for m in REGION_METRIC_NAMES}
+        metric_per_case.append({"reference_file": case["reference_file"],
+                                "prediction_file": case["prediction_file"], "metrics": metrics})
+    mean = {name: {m: float(np.mean([c["metrics"][name][m] for c in metric_per_case])) for m in REGION_METRIC_NAMES}
+            for name in [*regions, "mean"]}
+    return {"labels": {name: list(labels) for name, labels in regions.items()}, "empty_hd95_mm": BRATS_EMPTY_HD95_MM,
+            "metric_per_case": metric_per_case, "mean": mean}
 
 
 def head_circumference_summary(names: Sequence[str], pred_dir: Path, hc18_csv: Path) -> dict:
@@ -269,6 +342,13 @@ def _write_csv(summary: dict, path: Path) -> None:
                 for label, metrics in case["metrics"].items():
                     writer.writerow([Path(case["prediction_file"]).name, label,
                                      *(metrics[m] for m in METRIC_NAMES)])
+            if "regions" in summary:  # Dice and HD95 only; the other columns stay empty
+                section = summary["regions"]
+                rows = [(Path(case["prediction_file"]).name, region, metrics)
+                        for case in section["metric_per_case"] for region, metrics in case["metrics"].items()]
+                rows += [("mean", region, metrics) for region, metrics in section["mean"].items()]
+                for case, region, metrics in rows:
+                    writer.writerow([case, region, *(metrics.get(m, "") for m in METRIC_NAMES)])
 
 
 def _check_outputs(outputs: Sequence[tuple[str, Path]], ref_dir: Path, pred_dir: Path) -> None:
@@ -289,7 +369,7 @@ def _check_outputs(outputs: Sequence[tuple[str, Path]], ref_dir: Path, pred_dir:
 def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence[int] | None = None,
                      output_json: str | Path | None = None, output_csv: str | Path | None = None,
                      num_processes: int = 1, distance_penalty: str = "none",
-                     hc18_csv: str | Path | None = None) -> dict:
+                     hc18_csv: str | Path | None = None, regions: str | None = None) -> dict:
     """Evaluate every reference in ``ref_dir`` against the same-named file in ``pred_dir``.
 
     Args:
@@ -301,6 +381,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
         num_processes: worker processes; 1 evaluates in this process.
         distance_penalty: ``"none"`` (undefined HD95/ASD stay NaN) or ``"diagonal"`` (the image diagonal in mm).
         hc18_csv: HC18 CSV; adds ``head_circumference`` to the summary (module docstring).
+        regions: ``--regions`` spec (:func:`parse_regions`); adds ``regions`` to the summary (module docstring).
 
     Returns:
         The summary as written to ``output_json``. Everything is computed and checked before anything is written,
@@ -323,6 +404,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
         if min(labels) < 0:
             raise UserInputError(f"labels must be non-negative, got {min(labels)}")
         labels = sorted({int(label) for label in labels})
+    region_map = parse_regions(regions) if regions is not None else None
     output_json = Path(output_json) if output_json is not None else pred_dir / "summary.json"
     output_csv = Path(output_csv) if output_csv is not None else pred_dir / "per_case.csv"
     if output_json.resolve() == output_csv.resolve():
@@ -335,7 +417,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
     for name in names:
         if not (pred_dir / name).is_file():
             raise UserInputError(f"reference {name} has no prediction in {pred_dir}")
-    jobs = [(str(ref_dir / name), str(pred_dir / name), labels, distance_penalty) for name in names]
+    jobs = [(str(ref_dir / name), str(pred_dir / name), labels, distance_penalty, region_map) for name in names]
     if num_processes > 1:
         import multiprocessing
 
@@ -352,6 +434,8 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, labels: Sequence
     summary = _summarize(cases, labels, distance_penalty)
     if hc18_csv is not None:
         summary["head_circumference"] = head_circumference_summary(names, pred_dir, Path(hc18_csv))
+    if region_map is not None:
+        summary["regions"] = _summarize_regions(cases, region_map)
     _write_json(summary, output_json)
     _write_csv(summary, output_csv)
     return summary

@@ -19,7 +19,8 @@ These are MONAI's conventions (``compute_hausdorff_distance(percentile=95)``: ma
 percentiles, linear interpolation; ``compute_average_surface_distance(symmetric=True)``: mean of the pooled
 distances) and, with the default ``connectivity=1``, MONAI's surface too (scipy's default face-connected erosion),
 so numbers are directly comparable with MONAI, medpy and the DeepMind ``surface-distance`` package. Note that medpy's
-``hd95`` instead takes the percentile of the pooled set; on irregular shapes the two differ slightly.
+``hd95`` instead takes the percentile of the pooled set, ``percentile_95(D_pr ∪ D_rp)`` (:func:`pooled_hd95`, used
+for the region metrics below); on irregular shapes the two differ slightly.
 ``connectivity=ndim`` erodes with the full (26-/8-neighbour) structuring element, which gives a thicker surface.
 
 Empty masks (R = reference, P = prediction). NaN means "undefined": it is skipped by the ``nanmean`` of
@@ -41,17 +42,29 @@ the mean HD95. ``nnunet-ext evaluate`` therefore reports, next to every HD95/ASD
 (exactly one mask empty), and offers a documented penalty instead of NaN: ``undefined_distance`` = the image
 diagonal in mm (:func:`image_diagonal_mm`), the largest distance two voxels of the image can have, which is what
 ``--distance_penalty diagonal`` uses.
+
+Regions (:func:`region_metrics`): a region is a set of label values, evaluated as the binary mask "label map value in
+the set" (nnU-Net's ``region_or_label_to_mask``); the BraTS regions on labels 1 NCR, 2 ED, 3 ET are
+WT = {1, 2, 3}, TC = {1, 3}, ET = {3} (:data:`BRATS_REGIONS`). Per region, Dice and :func:`pooled_hd95` with the
+BraTS rule for empty masks, so every value is defined: both empty -> Dice 1, HD95 0 mm; exactly one empty ->
+Dice 0, HD95 :data:`BRATS_EMPTY_HD95_MM` (373.13 mm, the BraTS worst case).
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 #: Keys of each per-label result of :func:`compute_case_metrics`, in report order.
 METRIC_NAMES = ("Dice", "IoU", "PPV", "SEN", "HD95", "ASD", "TP", "FP", "FN", "TN", "n_pred", "n_ref")
+#: Keys of each per-region result of :func:`region_metrics`.
+REGION_METRIC_NAMES = ("Dice", "HD95")
+#: The BraTS tumour regions on labels 1 NCR (necrosis), 2 ED (oedema), 3 ET (enhancing tumour).
+BRATS_REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+#: HD95 in mm of a region present in exactly one of reference and prediction: the BraTS worst-case value.
+BRATS_EMPTY_HD95_MM = 373.13
 
 
 def _ratio(numerator: int, denominator: int) -> float:
@@ -193,6 +206,23 @@ def hd95(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float]
     return _distance_metrics(reference, prediction, spacing, connectivity)[0]
 
 
+def pooled_hd95(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
+                connectivity: int = 1) -> float:
+    """95th percentile in mm of the pooled surface distances, ``percentile_95(D_pr ∪ D_rp)`` (medpy's ``hd95``).
+
+    Linear interpolation between order statistics (numpy's default, as medpy). 0.0 when both masks are empty, NaN
+    when exactly one is empty.
+    """
+    reference = np.asarray(reference, dtype=bool)
+    prediction = np.asarray(prediction, dtype=bool)
+    _check_spacing(spacing, reference.ndim)
+    has_ref, has_pred = bool(reference.any()), bool(prediction.any())
+    if not has_ref or not has_pred:
+        return math.nan if has_ref or has_pred else 0.0
+    pred_to_ref, ref_to_pred = surface_distances(reference, prediction, spacing, connectivity)
+    return float(np.percentile(np.concatenate([pred_to_ref, ref_to_pred]), 95))
+
+
 def average_symmetric_surface_distance(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
                                        connectivity: int = 1) -> float:
     """Average symmetric surface distance in mm: mean over both surfaces' distances pooled (Heimann et al. 2009).
@@ -252,6 +282,42 @@ def compute_case_metrics(reference: np.ndarray, prediction: np.ndarray, labels: 
         raise ValueError(f"label map shapes differ: reference {reference.shape}, prediction {prediction.shape}")
     return {int(label): binary_metrics(reference == label, prediction == label, spacing, connectivity,
                                        undefined_distance) for label in labels}
+
+
+def region_metrics(reference: np.ndarray, prediction: np.ndarray, regions: Mapping[str, Sequence[int]],
+                   spacing: Sequence[float], connectivity: int = 1) -> dict[str, dict[str, float]]:
+    """Dice and :func:`pooled_hd95` (mm) per region of one case, with the BraTS rule for empty masks.
+
+    Args:
+        reference: reference label map, (z, y, x) or (y, x).
+        prediction: predicted label map of the same shape.
+        regions: ``{name: label values}``; a region is the mask of voxels holding any of its values (e.g.
+            :data:`BRATS_REGIONS`).
+        spacing: voxel size in mm in the array's axis order.
+        connectivity: surface definition, see :func:`surface_voxels`.
+
+    Returns:
+        ``{name: {"Dice", "HD95"}}``. Both masks empty: Dice 1.0, HD95 0.0; exactly one empty: Dice 0.0, HD95
+        :data:`BRATS_EMPTY_HD95_MM`; so every value is finite.
+    """
+    reference = np.asarray(reference)
+    prediction = np.asarray(prediction)
+    if reference.shape != prediction.shape:
+        raise ValueError(f"label map shapes differ: reference {reference.shape}, prediction {prediction.shape}")
+    _check_spacing(spacing, reference.ndim)
+    result = {}
+    for name, labels in regions.items():
+        reference_mask = np.isin(reference, list(labels))
+        prediction_mask = np.isin(prediction, list(labels))
+        has_ref, has_pred = bool(reference_mask.any()), bool(prediction_mask.any())
+        if has_ref and has_pred:
+            result[name] = {"Dice": dice(reference_mask, prediction_mask),
+                            "HD95": pooled_hd95(reference_mask, prediction_mask, spacing, connectivity)}
+        elif has_ref or has_pred:
+            result[name] = {"Dice": 0.0, "HD95": BRATS_EMPTY_HD95_MM}
+        else:
+            result[name] = {"Dice": 1.0, "HD95": 0.0}
+    return result
 
 
 def distance_undefined(metrics: dict) -> bool:

@@ -288,3 +288,154 @@ def test_negative_scans_get_false_positive_figures(tmp_path):
     assert negatives["n_cases"] == 2 and negatives["mean_fp_any"] == 0.5
     assert negatives["per_case"]["healthy_alarm"]["fp_ml"] == pytest.approx(4 * np.prod(SPACING) / 1000)
     assert negatives["per_case"]["healthy_quiet"]["fp_components"] == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# --regions: region Dice and HD95 with the BraTS empty rule
+
+BRATS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+REGION_SPACING = (3.0, 0.8, 1.2)
+
+
+def _blobby_label_map(seed, shape=(6, 14, 14)):
+    """Smooth random labels 0..3 (a quarter of the voxels each), so regions have real surfaces."""
+    from scipy import ndimage
+
+    noise = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), sigma=1.5)
+    return np.digitize(noise, np.quantile(noise, [0.25, 0.5, 0.75])).astype(np.uint8)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("brats", BRATS),
+    ("BraTS", BRATS),
+    ("A=1,2;B=2", {"A": (1, 2), "B": (2,)}),
+    (" core = 3,1,1 ; edema=2 ", {"core": (1, 3), "edema": (2,)}),
+    ("bg_and_1=0,1", {"bg_and_1": (0, 1)}),
+])
+def test_parse_regions(spec, expected):
+    from nnunet_ext.metrics.evaluate import parse_regions
+
+    regions = parse_regions(spec)
+    assert regions == expected and list(regions) == list(expected)
+
+
+BAD_REGION_SPECS = {
+    "empty": ("", "not NAME=LABEL"),
+    "no_equals": ("WT", "entry 'WT' of 'WT' is not NAME=LABEL"),
+    "no_values": ("WT=", "is not NAME=LABEL"),
+    "trailing_semicolon": ("WT=1;", "entry '' of 'WT=1;'"),
+    "empty_name": ("=1,2", "has no name"),
+    "duplicate_name": ("WT=1;WT=2", "region WT is given twice"),
+    "non_integer": ("WT=1.5", "label value '1.5' is not an integer"),
+    "word_value": ("WT=one", "label value 'one' is not an integer"),
+    "empty_value": ("WT=1,,2", "label value '' is not an integer"),
+    "negative_value": ("WT=-1", "must be non-negative, got -1"),
+    "numeric_name": ("1=1", "bad region name '1'"),
+    "reserved_name": ("mean=1", "'mean' is reserved"),
+}
+
+
+@pytest.mark.parametrize("spec, words", BAD_REGION_SPECS.values(), ids=BAD_REGION_SPECS.keys())
+def test_bad_region_specs_raise_one_line(spec, words):
+    from nnunet_ext.metrics.evaluate import parse_regions
+
+    with pytest.raises(UserInputError) as raised:
+        parse_regions(spec)
+    assert words in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("regions", [BRATS, {"A": (1,), "BC": (2, 3)}], ids=["brats", "custom"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_region_dice_equals_nnunet_compute_metrics(tmp_path, seed, regions):
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    from nnunet_ext.metrics.segmentation import region_metrics
+
+    reference, prediction = _blobby_label_map(seed), _blobby_label_map(seed + 100)
+    for name, array in (("ref", reference), ("pred", prediction)):
+        write_image(tmp_path / f"{name}.nii.gz", array, REGION_SPACING)
+    nnunet = compute_metrics(str(tmp_path / "ref.nii.gz"), str(tmp_path / "pred.nii.gz"), SimpleITKIO(),
+                             list(regions.values()))["metrics"]
+    ours = region_metrics(reference, prediction, regions, REGION_SPACING)
+    assert list(ours) == list(regions)
+    for name, labels in regions.items():
+        assert ours[name]["Dice"] == pytest.approx(nnunet[labels]["Dice"])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_region_hd95_equals_medpy_with_anisotropic_spacing(seed):
+    binary = pytest.importorskip("medpy.metric.binary", reason="medpy (the independent HD95 reference) is missing")
+    from nnunet_ext.metrics.segmentation import pooled_hd95, region_metrics
+
+    reference, prediction = _blobby_label_map(seed), _blobby_label_map(seed + 100)
+    ours = region_metrics(reference, prediction, BRATS, REGION_SPACING)
+    for name, labels in BRATS.items():
+        reference_mask, prediction_mask = np.isin(reference, labels), np.isin(prediction, labels)
+        expected = binary.hd95(prediction_mask, reference_mask, voxelspacing=REGION_SPACING)
+        assert ours[name]["HD95"] == pytest.approx(expected, rel=1e-12)
+        assert pooled_hd95(reference_mask, prediction_mask, REGION_SPACING) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("reference_has_et, prediction_has_et, dice, hd95", [
+    (False, False, 1.0, 0.0),
+    (True, False, 0.0, 373.13),
+    (False, True, 0.0, 373.13),
+], ids=["both_empty", "prediction_empty", "reference_empty"])
+def test_brats_empty_rule(reference_has_et, prediction_has_et, dice, hd95):
+    from nnunet_ext.metrics.segmentation import BRATS_EMPTY_HD95_MM, region_metrics
+
+    reference = np.zeros((4, 6, 6), np.uint8)
+    reference[1:3, 1:4, 1:4] = 2
+    prediction = reference.copy()
+    reference[2, 2, 2] = 3 if reference_has_et else 1
+    prediction[2, 2, 2] = 3 if prediction_has_et else 1
+    metrics = region_metrics(reference, prediction, BRATS, REGION_SPACING)
+    assert metrics["ET"] == {"Dice": dice, "HD95": hd95} and BRATS_EMPTY_HD95_MM == 373.13
+    assert metrics["WT"] == {"Dice": 1.0, "HD95": 0.0}  # WT is the same in both
+
+
+def test_cli_regions_brats_on_a_hand_made_example(tmp_path, capsys):
+    """Two cases on a (2, 4, 5) grid, spacing 3 x 1 x 1.5 mm. case_a: prediction = reference (labels 1 and 2, no
+    ET): every region scores Dice 1, HD95 0. case_b: the reference row (x = 1, 2, 3) holds NCR, ET, ED; the prediction
+    holds NCR, ED, ED. WT is the same (1 / 0); TC is {x=1, 2} vs {x=1}: Dice 2/3, pooled surface distances
+    {0, 0, 1.5 mm}, whose 95th percentile is 0.9 * 1.5 = 1.35 mm (MONAI's directed maximum would be 1.425);
+    ET is missed: 0 / 373.13."""
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    spacing = (3.0, 1.0, 1.5)
+    case_a = np.zeros((2, 4, 5), np.uint8)
+    case_a[0, 1:3, 1:4] = 2
+    case_a[0, 1, 2] = 1
+    reference_b, prediction_b = np.zeros((2, 4, 5), np.uint8), np.zeros((2, 4, 5), np.uint8)
+    reference_b[1, 2, 1:4] = (1, 3, 2)
+    prediction_b[1, 2, 1:4] = (1, 2, 2)
+    for name, reference, prediction in (("case_a", case_a, case_a), ("case_b", reference_b, prediction_b)):
+        write_image(ref_dir / f"{name}.nii.gz", reference, spacing)
+        write_image(pred_dir / f"{name}.nii.gz", prediction, spacing)
+
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "--regions", "brats", "-np", "2"]) == 0
+    assert "region means (Dice / HD95 mm): WT 1.0000 / 0.00, TC 0.8333 / " in capsys.readouterr().out
+    summary = json.loads((pred_dir / "summary.json").read_text())
+    regions = summary["regions"]
+    assert regions["labels"] == {"WT": [1, 2, 3], "TC": [1, 3], "ET": [3]} and regions["empty_hd95_mm"] == 373.13
+    expected_b = {"WT": (1.0, 0.0), "TC": (2 / 3, 1.35), "ET": (0.0, 373.13)}
+    expected_b["mean"] = ((1 + 2 / 3) / 3, (1.35 + 373.13) / 3)
+    expected = [{name: (1.0, 0.0) for name in expected_b}, expected_b]
+    for case, values in zip(regions["metric_per_case"], expected):
+        assert set(case["metrics"]) == set(values)
+        for name, (dice, hd95) in values.items():
+            assert case["metrics"][name] == {"Dice": pytest.approx(dice), "HD95": pytest.approx(hd95)}
+    assert regions["metric_per_case"][1]["prediction_file"].endswith("case_b.nii.gz")
+    for name, (dice, hd95) in expected_b.items():
+        assert regions["mean"][name] == {"Dice": pytest.approx((1 + dice) / 2), "HD95": pytest.approx(hd95 / 2)}
+    assert set(summary["mean"]) == {"1", "2", "3"}  # the per-label part is still there
+
+    with open(pred_dir / "per_case.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["label"] in ("WT", "TC", "ET", "mean")]
+    assert [(row["case"], row["label"]) for row in rows[4:]] == [
+        ("case_b.nii.gz", "WT"), ("case_b.nii.gz", "TC"), ("case_b.nii.gz", "ET"), ("case_b.nii.gz", "mean"),
+        ("mean", "WT"), ("mean", "TC"), ("mean", "ET"), ("mean", "mean")]
+    assert float(rows[5]["HD95"]) == pytest.approx(1.35) and rows[5]["IoU"] == ""
+    assert float(rows[-1]["Dice"]) == pytest.approx(regions["mean"]["mean"]["Dice"])
