@@ -10,7 +10,9 @@ Readings (the paper prints the binary forms only, and its code is not public):
   the class's voxel frequency; the sum is divided by the summed weights times the number of classes so that the term
   does not grow with the patch size.
 - Eq. 5 (KIS-Net) uses the foreground probability (softmax channel 1 of the 2-class output): Dice (Eq. 3 on the
-  foreground only) + lambda * mean binary cross-entropy, lambda = 5.
+  foreground only) + lambda * mean binary cross-entropy, lambda = 5. Its weights, batch Dice and ignored voxels are
+  parameters so that other methods' foreground Dice + BCE losses are configurations of the same computation (the
+  contrastive method's Eq. 2, ``nnunet_ext.methods.contrastive.losses.DiceBCELoss``: 5 Dice + BCE, batch Dice).
 """
 from __future__ import annotations
 
@@ -32,9 +34,13 @@ def one_hot(target: torch.Tensor, n_classes: int) -> torch.Tensor:
     return encoded
 
 
-def soft_dice_loss(probabilities: torch.Tensor, target_one_hot: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
-    """Eq. 3, ``1 - 2 sum_i p_i y_i / (sum_i p_i + sum_i y_i)`` per sample and class (spatial sums), mean over both."""
+def soft_dice_loss(probabilities: torch.Tensor, target_one_hot: torch.Tensor, smooth: float = 1e-5,
+                   batch_dice: bool = False) -> torch.Tensor:
+    """Eq. 3, ``1 - 2 sum_i p_i y_i / (sum_i p_i + sum_i y_i)`` per sample and class (spatial sums), mean over both;
+    with ``batch_dice`` the sums run over the batch too (one Dice per class, as nnU-Net's batch Dice)."""
     axes = tuple(range(2, probabilities.ndim))
+    if batch_dice:
+        axes = (0, *axes)
     intersection = (probabilities * target_one_hot).sum(axes)
     denominator = probabilities.sum(axes) + target_one_hot.sum(axes)
     return (1.0 - (2.0 * intersection + smooth) / (denominator + smooth)).mean()
@@ -78,14 +84,31 @@ class HeterogeneityLoss(nn.Module):
 
 
 class KineticSegmentationLoss(nn.Module):
-    """Eq. 5, ``L_seg = L_Dice + lambda L_BCE`` on the foreground probability of a 2-class output, lambda = 5."""
+    """Eq. 5, ``L_seg = L_Dice + lambda L_BCE`` on the foreground probability of a 2-class output, lambda = 5.
 
-    def __init__(self, bce_weight: float = 5.0):
+    Generalised as ``dice_weight L_Dice + bce_weight L_BCE``: ``batch_dice`` sums the Dice over the batch, and with
+    an ``ignore_label`` the voxels of that label and of every negative label are left out of both terms (BCE: mean
+    over the kept voxels). The defaults are HCNet's (every voxel counts, negative labels as background).
+    """
+
+    def __init__(self, bce_weight: float = 5.0, dice_weight: float = 1.0, batch_dice: bool = False,
+                 ignore_label: int | None = None):
         super().__init__()
         self.bce_weight = bce_weight
+        self.dice_weight = dice_weight
+        self.batch_dice = batch_dice
+        self.ignore_label = ignore_label
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         foreground = torch.softmax(logits.float(), 1)[:, 1:2]
-        truth = one_hot(target, logits.shape[1])[:, 1:2]
-        bce = nn.functional.binary_cross_entropy(foreground.clamp(EPS, 1.0 - EPS), truth)
-        return soft_dice_loss(foreground, truth) + self.bce_weight * bce
+        labels = target if target.ndim == logits.ndim else target.unsqueeze(1)
+        truth = (labels == 1).float()  # = one_hot(target, 2)[:, 1:2]
+        if self.ignore_label is None:
+            bce = nn.functional.binary_cross_entropy(foreground.clamp(EPS, 1.0 - EPS), truth)
+        else:
+            kept = ((labels >= 0) & (labels != self.ignore_label)).float()
+            foreground, truth = foreground * kept, truth * kept
+            voxel_bce = nn.functional.binary_cross_entropy(foreground.clamp(EPS, 1.0 - EPS), truth, reduction="none")
+            bce = (voxel_bce * kept).sum() / kept.sum().clamp_min(1.0)
+        dice = soft_dice_loss(foreground, truth, batch_dice=self.batch_dice)
+        return self.dice_weight * dice + self.bce_weight * bce
