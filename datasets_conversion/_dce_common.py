@@ -14,6 +14,12 @@ converter therefore writes two nnU-Net raw datasets from the same cases:
 The two dataset.json files name each other under ``pre_only_dataset`` / ``paired_dce_dataset`` (folder names), the
 convention of ``nnunet_ext.synth``. Channel names are plain names, so nnU-Net z-scores every channel per image.
 
+``--subtraction`` (every DCE converter) appends one channel ``SUB`` = post1 - pre to the DCE dataset (the last
+channel; the pre-contrast-only dataset is unchanged). It is computed here, in float32 from the raw intensities after
+post1 is on the pre-contrast grid: nnU-Net z-scores each channel on its own, so a difference of the normalised
+channels would not be the subtraction image a reader looks at. ``SUB`` is no time point: code that walks the phases
+of a DCE dataset takes them from :func:`phase_channels`, which leaves it out.
+
 Phases and segmentation of a case must share one voxel grid. A grid that differs by more than
 ``GEOMETRY_TOLERANCE_MM`` is an error, unless the user asks for ``--resample_to_pre`` (linear interpolation for
 images, nearest neighbour for labels, onto the pre-contrast grid). Grids that agree within the tolerance get the
@@ -26,7 +32,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,9 +49,40 @@ GEOMETRY_TOLERANCE_MM = 0.01  # far below any MR voxel size; absorbs the roundin
 DIRECTION_TOLERANCE = 1e-4
 
 
-def dce_channel_names(n_post: int) -> dict[str, str]:
-    """dataset.json ``channel_names`` for a pre-contrast image followed by ``n_post`` post-contrast images."""
-    return {"0": "pre", **{str(k): f"post{k}" for k in range(1, n_post + 1)}}
+SUBTRACTION_CHANNEL = "SUB"  # channel name of post1 - pre (raw intensities), the last channel when present
+
+
+def dce_channel_names(n_post: int, subtraction: bool = False) -> dict[str, str]:
+    """dataset.json ``channel_names`` for a pre-contrast image followed by ``n_post`` post-contrast images and, with
+    ``subtraction``, the ``SUB`` channel."""
+    names = {"0": "pre", **{str(k): f"post{k}" for k in range(1, n_post + 1)}}
+    if subtraction:
+        names[str(n_post + 1)] = SUBTRACTION_CHANNEL
+    return names
+
+
+def subtraction_image(pre: np.ndarray, post1: np.ndarray) -> np.ndarray:
+    """``SUB = post1 - pre`` in float32, from raw (not normalised) intensities on one voxel grid."""
+    return np.asarray(post1, np.float32) - np.asarray(pre, np.float32)
+
+
+def phase_channels(channel_names: Mapping[str, str]) -> list[int]:
+    """The time points of a DCE dataset (channel 0 pre-contrast, then the post-contrast phases), in channel order:
+    every channel of dataset.json ``channel_names`` but a ``SUB`` channel, which is a derived image, no phase."""
+    return sorted(int(k) for k, name in channel_names.items() if name != SUBTRACTION_CHANNEL)
+
+
+def phase_files(images_folder: Path, case: str) -> list[Path]:
+    """The time-point files ``<case>_XXXX.nii.gz`` of an nnU-Net images folder, in channel order, without a ``SUB``
+    channel; the dataset.json next to the folder (in its parent) names the channels, and without one every file is
+    taken for a time point."""
+    files = sorted(Path(images_folder).glob(f"{case}_[0-9][0-9][0-9][0-9]{FILE_ENDING}"))
+    dataset_json = Path(images_folder).parent / "dataset.json"
+    try:
+        keep = set(phase_channels(json.loads(dataset_json.read_text())["channel_names"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no (readable) dataset.json
+        return files
+    return [f for f in files if int(f.name[len(case) + 1:-len(FILE_ENDING)]) in keep]
 
 
 @dataclass
@@ -238,6 +275,16 @@ def _write(image, path: Path) -> None:
     sitk.WriteImage(image, str(path), True)
 
 
+def _subtraction(pre, post1):
+    """The SUB channel of a case as a SimpleITK image on the grid of ``pre`` (``post1`` is already aligned to it)."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(subtraction_image(sitk.GetArrayViewFromImage(pre),
+                                                     sitk.GetArrayViewFromImage(post1)))
+    image.CopyInformation(pre)
+    return image
+
+
 def _zero_label_like(reference):
     import SimpleITK as sitk
 
@@ -272,7 +319,8 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
                           name: str, n_post: int, test_fraction: float, seed: int, overwrite: bool,
                           resample_to_pre: bool, converter: str, description: str, reference: str, licence: str,
                           extra_json: dict | None = None, inputs: Sequence[Path] = (),
-                          progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+                          progress: Callable[[str], None] | None = None,
+                          subtraction: bool = False) -> tuple[Path, Path]:
     """Write the DCE dataset and its pre-contrast-only twin; return their folders.
 
     Both datasets are written into temporary folders that replace their final names only when every case was read,
@@ -287,6 +335,8 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
         converter: module name recorded in dataset.json.
         extra_json: further dataset.json keys for both datasets.
         inputs: further folders the cases are read from (e.g. masks); like ``source``, never an output.
+        subtraction: append the channel ``SUB`` = post1 - pre (float32, raw intensities, on the pre-contrast grid)
+            to the DCE dataset; the pre-contrast-only dataset is the same either way.
     """
     raw_root = Path(raw_root)
     name = check_dataset_name(name)
@@ -314,7 +364,7 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
     dce_folder = raw_root / dataset_folder_name(dce_id, name)
     pre_folder = raw_root / dataset_folder_name(pre_only_id, pre_name)
     clashes = [existing_dataset_with_id(raw_root, i) for i in (dce_id, pre_only_id)]
-    channel_names = dce_channel_names(n_post)
+    channel_names = dce_channel_names(n_post, subtraction)
     resampled: dict[str, list[str]] = {}
 
     # both datasets in one atomic step: any error removes both, success moves both into place together; an old
@@ -332,6 +382,8 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
             images, label, masks, changed = _checked_case(case, plan, n_post, resample_to_pre)
             if changed:
                 resampled[plan.case_id] = changed
+            if subtraction:
+                images = images + [_subtraction(images[0], images[1])]
             for folder, mask in masks.items():
                 for tmp in (dce_tmp, pre_tmp) if plan.labelled else (dce_tmp,):
                     (tmp / folder).mkdir(exist_ok=True)
@@ -356,11 +408,14 @@ def write_paired_datasets(plans: Sequence[CasePlan], *, raw_root: Path, source: 
             "resampled_to_pre": resampled,
             "cases": {p.case_id: p.provenance for p in plans},
         }
+        # the SUB channel is the DCE dataset's alone: the pre-contrast-only record stays as without it
+        dce_conversion = {**conversion, "subtraction": "SUB = post1 - pre, float32, raw intensities on the "
+                                                       "pre-contrast grid"} if subtraction else conversion
         common = {"labels": LABELS, "file_ending": FILE_ENDING, "description": description, "reference": reference,
                   "licence": licence, "test_cases": test_ids, **(extra_json or {})}
         dce_json = {"channel_names": channel_names, "numTraining": len(plans) - len(test_ids), "name": name,
                     **common, "pre_only_dataset": pre_folder.name, "unlabeled_cases": unlabeled_ids,
-                    "conversion": conversion}
+                    "conversion": dce_conversion}
         pre_json = {"channel_names": {"0": channel_names["0"]}, "numTraining": len(labelled) - len(test_ids),
                     "name": pre_name, **common, "paired_dce_dataset": dce_folder.name,
                     "conversion": {**conversion, "cases": {p.case_id: p.provenance for p in labelled},
@@ -427,3 +482,6 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_name: str) -> 
     parser.add_argument("--resample_to_pre", action="store_true",
                         help="resample post-contrast images (linear) and segmentations (nearest) that are not on "
                              "the pre-contrast grid instead of stopping with an error")
+    parser.add_argument("--subtraction", action="store_true",
+                        help="append a channel SUB = post1 - pre (float32, from the raw intensities) to the DCE "
+                             "dataset; the pre-contrast-only dataset is unchanged")

@@ -48,6 +48,9 @@ Assumptions made here (document, do not trust blindly):
   (case id = patient folder name); ``all`` converts every study (case id ``<patient>_visit<n>``, chronological) and
   keeps a patient's visits in one split.
 
+``--subtraction`` appends a channel ``SUB`` = post1 - pre (float32, raw intensities) to the DCE dataset (see
+``_dce_common``).
+
 Errors (UserInputError naming patient and file): unreadable/corrupt DICOM, missing phase (fewer than 1 + n_post time
 points, or a phase missing slices), no or ambiguous DCE series, inconsistent geometry (non-uniform slice spacing,
 mixed orientations, segmentation off the DCE grid unless ``--resample_to_pre``). ``--skip_incomplete`` turns the
@@ -655,7 +658,8 @@ def plan_patient(folder: Path, n_post: int, visits: str, seg_description: str | 
 def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = DEFAULT_NAME, raw: str | None = None,
             overwrite: bool = False, test_fraction: float = 0.3, seed: int = 0, resample_to_pre: bool = False,
             n_post: int = 2, visits: str = "first", seg_description: str | None = None,
-            dce_description: str | None = None, skip_incomplete: bool = False, progress=None) -> tuple[Path, Path]:
+            dce_description: str | None = None, skip_incomplete: bool = False, progress=None,
+            subtraction: bool = False) -> tuple[Path, Path]:
     """Python API behind the CLI: write both datasets and return their folders (DCE, pre-contrast only)."""
     source = Path(source)
     if n_post < 1:
@@ -685,7 +689,7 @@ def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = D
                      f" per patient): channel 0 pre-contrast, channels 1..{n_post} post-contrast time points; "
                      f"label 1 = tumour mask of the collection (PE >= 70 % in the tumour VOI)"),
         reference=REFERENCE, licence="TCIA data usage policy of the Breast-MRI-NACT-Pilot collection",
-        extra_json={"skipped_cases": skipped} if skipped else None, progress=progress)
+        extra_json={"skipped_cases": skipped} if skipped else None, progress=progress, subtraction=subtraction)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -710,7 +714,7 @@ def run(args: argparse.Namespace) -> int:
                       overwrite=args.overwrite, test_fraction=args.test_fraction, seed=args.seed,
                       resample_to_pre=args.resample_to_pre, n_post=args.n_post, visits=args.visits,
                       seg_description=args.seg_description, dce_description=args.dce_description,
-                      skip_incomplete=args.skip_incomplete, progress=print)
+                      skip_incomplete=args.skip_incomplete, progress=print, subtraction=args.subtraction)
     for folder in folders:
         print(f"wrote {folder}")
     return 0

@@ -10,7 +10,8 @@ Input layout (one flat folder; other files such as a README are ignored)::
 ``.nii`` works as well as ``.nii.gz``. The number of post-contrast phases k is the largest ``postK`` found; a case
 without one of post1..postk is an error, as are NaNs, label values other than 0/1, unreadable files and phases or
 segmentations on another voxel grid (unless ``--resample_to_pre``). See ``_dce_common`` for the two datasets written
-(DKM, Lv et al., MICCAI 2023, Sec. 2-3).
+(DKM, Lv et al., MICCAI 2023, Sec. 2-3); ``--subtraction`` appends a channel ``SUB`` = post1 - pre (float32, raw
+intensities) to the DCE dataset.
 
 Example::
 
@@ -126,7 +127,7 @@ def plan_cases(source: Path) -> tuple[list[CasePlan], int]:
 
 def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = DEFAULT_NAME, raw: str | None = None,
             overwrite: bool = False, test_fraction: float = 0.3, seed: int = 0, resample_to_pre: bool = False,
-            progress=None) -> tuple[Path, Path]:
+            progress=None, subtraction: bool = False) -> tuple[Path, Path]:
     """Python API behind the CLI: write both datasets and return their folders (DCE, pre-contrast only)."""
     source = Path(source)
     raw_root = raw_root_from(raw)
@@ -138,7 +139,7 @@ def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = D
         description=f"DCE-MRI converted from the NIfTI folder {source.name}: channel 0 pre-contrast, channels "
                     f"1..{n_post} post-contrast, label 1 tumour",
         reference="see the source of the NIfTI folder", licence="see the source of the NIfTI folder",
-        progress=progress)
+        progress=progress, subtraction=subtraction)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +149,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     folders = convert(args.input, args.dataset_id, args.pre_only_id, name=args.name, raw=args.raw,
                       overwrite=args.overwrite, test_fraction=args.test_fraction, seed=args.seed,
-                      resample_to_pre=args.resample_to_pre, progress=print)
+                      resample_to_pre=args.resample_to_pre, progress=print, subtraction=args.subtraction)
     for folder in folders:
         print(f"wrote {folder}")
     return 0

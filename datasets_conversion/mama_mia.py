@@ -39,6 +39,7 @@ What this converter does:
 * ``--breast_masks DIR``: ``DIR/<pid>.nii.gz`` breast masks (0/1, on the grid of the case) are checked like the
   tumour label and written to ``<dataset>/breast_masks/<case>.nii.gz`` in both datasets (the pre-contrast-only one
   holds its labelled cases only), as the clustering ROI. Cases without a mask are listed in dataset.json.
+* ``--subtraction``: a further DCE channel ``SUB`` = post1 - pre (float32, raw intensities; see ``_dce_common``).
 
 Errors (UserInputError naming the case and the file): missing pre-contrast phase, a gap among the kept phases,
 phases / segmentation / breast mask on another voxel grid (unless ``--resample_to_pre``), label values other than
@@ -335,7 +336,7 @@ def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = D
             overwrite: bool = False, test_fraction: float = 0.3, seed: int = 0, resample_to_pre: bool = False,
             cohorts: Sequence[str] = DEFAULT_COHORTS, n_post: int = 2, box_labels: bool = False,
             breast_masks: str | Path | None = None,
-            progress: Callable[[str], None] | None = None) -> tuple[Path, Path]:
+            progress: Callable[[str], None] | None = None, subtraction: bool = False) -> tuple[Path, Path]:
     """Python API behind the CLI: write both datasets and return their folders (DCE, pre-contrast only)."""
     source = Path(source)
     if n_post < 1:
@@ -370,7 +371,7 @@ def convert(source: str | Path, dataset_id: int, pre_only_id: int, name: str = D
                                     test_fraction=test_fraction, seed=seed, resample_to_pre=resample_to_pre,
                                     converter=CONVERTER, description=description, reference=REFERENCE,
                                     licence=LICENCE, extra_json=extra, inputs=[mask_source] if mask_source else (),
-                                    progress=progress)
+                                    progress=progress, subtraction=subtraction)
     if progress is not None:
         for line in summary_lines(cases, skipped, boxed, no_mask if mask_source is not None else None):
             progress(line)
@@ -418,7 +419,8 @@ def run(args: argparse.Namespace) -> int:
     folders = convert(args.input, args.dataset_id, args.pre_only_id, name=args.name, raw=args.raw,
                       overwrite=args.overwrite, test_fraction=args.test_fraction, seed=args.seed,
                       resample_to_pre=args.resample_to_pre, cohorts=args.cohorts, n_post=args.n_post,
-                      box_labels=args.box_labels, breast_masks=args.breast_masks, progress=print)
+                      box_labels=args.box_labels, breast_masks=args.breast_masks, progress=print,
+                      subtraction=args.subtraction)
     for folder in folders:
         print(f"wrote {folder}")
     return 0

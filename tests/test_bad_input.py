@@ -234,6 +234,15 @@ def _bhsd_split_overlap(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "test": [f"./imagesTs/{n}.nii.gz" for n in TEST + TRAIN[:1]]}))
 
 
+def _brats_volume(case: str, suffix: str, array: np.ndarray, **geometry):
+    """Replace a file of the world's fake BraTS-GLI release (``brats/<training folder>/<case>/<case>-<suffix>``)."""
+    def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from tests.datasets_conversion.test_brats2023 import case_path, write_volume
+
+        write_volume(case_path(world / "brats", case, suffix), array, **geometry)
+    return setup
+
+
 def _oasis_description(**changes):
     """Rewrite the world's fake OASIS_dataset.json with ``changes``."""
     def setup(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -393,6 +402,14 @@ SYNTH_ROWS = _synth_option_rows() + [
     _case("synth-labeled_cases_too_many", ["synth", "breast_dce", *SYNTH_BASE, "--pre_only_id", "8",
                                            "--labeled_cases", "3"], r"--labeled_cases must be in 1\.\.1, got 3",
           absent=SYNTH_OUT),
+    # --subtraction / --subregions: shorthands for --option NAME=true, refused by a kind without that option
+    _case("synth-subtraction_flag_kind_without_it", ["synth", "head_ct_ich", *SYNTH_BASE, "--subtraction"],
+          r"^head_ct_ich: unknown option subtraction \(options: shape, ", absent=SYNTH_OUT),
+    _case("synth-subregions_flag_kind_without_it", ["synth", "mammo_2d", *SYNTH_BASE, "--subregions"],
+          r"^mammo_2d: unknown option subregions \(options: shape, ", absent=SYNTH_OUT),
+    _case("synth-subtraction_flag_and_option", ["synth", "breast_dce", *SYNTH_BASE, "--subtraction", "--option",
+                                                "subtraction=true"],
+          r"subtraction is given twice \(--subtraction and --option subtraction=\.\.\.\)", absent=SYNTH_OUT),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -436,6 +453,13 @@ EVALUATE_ROWS = [
     _case("evaluate-negative_label_option", [*EVAL, "-l", "1", "-2"], r"labels must be non-negative, got -2"),
     _case("evaluate-missing_argument", ["evaluate", "-pred", f"{W}/eval/pred"],
           r"the following arguments are required: -ref"),
+    _case("evaluate-regions_malformed", [*EVAL, "--regions", "WT"],
+          r"--regions: expected 'brats' or NAME=LABEL,LABEL;NAME=LABEL, but entry 'WT' of 'WT' is not NAME=LABEL"),
+    _case("evaluate-regions_empty_name", [*EVAL, "--regions", "=1,2"], r"--regions: a region has no name in '=1,2'"),
+    _case("evaluate-regions_duplicate_name", [*EVAL, "--regions", "WT=1,2,3;WT=3"],
+          r"--regions: region WT is given twice"),
+    _case("evaluate-regions_non_integer_label", [*EVAL, "--regions", "ET=3.5"],
+          r"--regions: region ET: label value '3\.5' is not an integer"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -550,6 +574,7 @@ OASIS = ["convert", "oasis_learn2reg", "-i", f"{W}/oasis", "-d", "11", "--raw", 
 REGPAIRS = ["convert", "registration_pairs", "-i", f"{W}/regpairs", "-d", "11", "--raw", f"{W}/out_raw"]
 INBREAST = ["convert", "inbreast", "-i", f"{W}/inbreast", "-d", "11", "--raw", f"{W}/out_raw"]
 CBIS = ["convert", "cbis_ddsm", "-i", f"{W}/cbis", "-d", "11", "--raw", f"{W}/out_raw"]
+BRATS = ["convert", "brats2023", "-i", f"{W}/brats", "-d", "11", "--raw", f"{W}/out_raw"]
 # out_raw exists (as a user's nnUNet_raw does); the converters' dataset folders must not appear in it
 OUT_NIFTI = f"{W}/out_raw/Dataset011_DCENifti"
 OUT_HC18 = f"{W}/out_raw/Dataset011_HC18"
@@ -561,17 +586,21 @@ OUT_OASIS = f"{W}/out_raw/Dataset011_OASIS"
 OUT_REGPAIRS = f"{W}/out_raw/Dataset011_RegistrationPairs"
 OUT_INBREAST = f"{W}/out_raw/Dataset011_INbreast"
 OUT_CBIS = f"{W}/out_raw/Dataset011_CBISDDSM"
+OUT_BRATS = f"{W}/out_raw/Dataset011_BraTS2023GLI"
 # the fake INbreast release of tests/datasets_conversion/test_inbreast.py: 20586934 holds two masses
 INBREAST_DICOM = "inbreast/AllDICOMs/20586934_6c613a14b80a8591_MG_L_CC_ANON.dcm"
 # the fake BHSD release of tests/datasets_conversion/test_bhsd.py: TRAIN[1] and TEST[0] are scans of it
 BHSD_GT = "label_192/ground truths/ID_aaaa0001_ID_bbbb000002.nii.gz"
 BHSD_IMAGE = "label_192/images/ID_aaaa0004_ID_bbbb000005.nii.gz"
 CAMUS_PATIENT = "camus/training/patient0001"
+# the fake BraTS-GLI release of tests/datasets_conversion/test_brats2023.py (case folders one level down)
+BRATS_CASE = "BraTS-GLI-00001-001"
+BRATS_FOLDER = f"brats/ASNR-MICCAI-BraTS2023-GLI-Challenge-TrainingData/{BRATS_CASE}"
 
 CONVERT_ROWS = [
     _case("convert-unknown_converter", ["convert", "kits23", "-i", f"{W}/dce"],
-          r"unknown converter 'kits23' \(choose from bhsd, breast_mri_nact_pilot, camus, cbis_ddsm, dce_nifti_folder, "
-          r"hc18, image_folder_2d, inbreast, mama_mia, oasis_learn2reg, registration_pairs\)"),
+          r"unknown converter 'kits23' \(choose from bhsd, brats2023, breast_mri_nact_pilot, camus, cbis_ddsm, "
+          r"dce_nifti_folder, hc18, image_folder_2d, inbreast, mama_mia, oasis_learn2reg, registration_pairs\)"),
     # dce_nifti_folder
     _case("convert-nifti-missing_source", [*NIFTI[:3], f"{W}/nope", *NIFTI[4:]],
           r"source folder .*nope does not exist", absent=OUT_NIFTI),
@@ -608,6 +637,8 @@ CONVERT_ROWS = [
           setup=_garbage("dce/b_post1.nii.gz"), absent=f"{W}/new_raw"),
     _case("convert-nifti-missing_arguments", ["convert", "dce_nifti_folder", "-i", f"{W}/dce"],
           r"^the following arguments are required: -d, --pre_only_id"),
+    _case("convert-nifti-subtraction_with_value", [*NIFTI, "--subtraction=yes"],
+          r"argument --subtraction: ignored explicit argument 'yes'", absent=OUT_NIFTI),
     # breast_mri_nact_pilot
     _case("convert-nact-missing_source", [*NACT[:3], f"{W}/nope", *NACT[4:]], r"source folder .*nope does not exist",
           absent=OUT_NACT),
@@ -828,6 +859,30 @@ CONVERT_ROWS = [
     _case("convert-cbis-bad_split", [*CBIS, "--split", "random"], r"argument --split: invalid choice: 'random'"),
     _case("convert-cbis-missing_arguments", ["convert", "cbis_ddsm", "-i", f"{W}/cbis"],
           r"^the following arguments are required: -d"),
+    # brats2023 (the fake release of tests/datasets_conversion/test_brats2023.py)
+    _case("convert-brats-missing_source", [*BRATS[:3], f"{W}/nope", *BRATS[4:]],
+          r"source folder .*nope does not exist", absent=OUT_BRATS),
+    _case("convert-brats-no_case_folders", [*BRATS[:3], f"{W}/eval", *BRATS[4:]],
+          r"no BraTS-GLI case folders \(BraTS-GLI-XXXXX-YYY/\) in .*eval or its subfolders", absent=OUT_BRATS),
+    _case("convert-brats-missing_modality", BRATS,
+          rf"case {BRATS_CASE}: t1c image missing \(.*{BRATS_CASE}-t1c\.nii\.gz not found",
+          setup=_delete(f"{BRATS_FOLDER}/{BRATS_CASE}-t1c.nii.gz"), absent=OUT_BRATS),
+    _case("convert-brats-label_4", BRATS,
+          rf"case {BRATS_CASE}: segmentation .*{BRATS_CASE}-seg\.nii\.gz has values 4; .*BraTS 2021 .*map 4 -> 3",
+          setup=_brats_volume(BRATS_CASE, "seg", np.full((8, 10, 12), 4, np.uint8)), absent=OUT_BRATS),
+    _case("convert-brats-geometry_mismatch", BRATS,
+          rf"case {BRATS_CASE}: segmentation .*{BRATS_CASE}-seg\.nii\.gz is not on the grid of {BRATS_CASE}-t1n"
+          rf"\.nii\.gz \(spacing", setup=_brats_volume(BRATS_CASE, "seg", np.zeros((8, 10, 12), np.uint8),
+                                                      spacing=(2.0, 1.0, 1.0)), absent=OUT_BRATS),
+    _case("convert-brats-nan_in_image", BRATS, rf"case {BRATS_CASE}: t1n image .*-t1n\.nii\.gz contains 1 NaN voxel",
+          setup=_brats_volume(BRATS_CASE, "t1n", np.where(np.arange(960).reshape(8, 10, 12) == 5, np.nan,
+                                                          np.float32(1)).astype(np.float32)), absent=OUT_BRATS),
+    _case("convert-brats-corrupt_nifti", BRATS, rf"case {BRATS_CASE}: cannot read t1n image .*: not an image file",
+          setup=_garbage(f"{BRATS_FOLDER}/{BRATS_CASE}-t1n.nii.gz"), absent=OUT_BRATS),
+    _case("convert-brats-bad_modalities", [*BRATS, "--modalities", "flair"],
+          r"argument --modalities: invalid choice: 'flair'"),
+    _case("convert-brats-missing_arguments", ["convert", "brats2023", "-i", f"{W}/brats"],
+          r"^the following arguments are required: -d"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -948,6 +1003,28 @@ HCNET_ROWS = [
     _case("hcnet-corrupt_phase", HC, r"cannot read image .*case_0000_0001\.nii\.gz",
           setup=_garbage(f"{HC_DCE}/imagesTr/case_0000_0001.nii.gz"), absent=HC_OUT),
     _case("hcnet-no_action", ["hcnet"], r"the following arguments are required: action"),
+]
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows: postprocess breast-mask (the evaluate fixtures: predictions eval/pred, references as breast masks)
+
+MASK_OUT = f"{W}/out_masked"
+MASK = ["postprocess", "breast-mask", "-i", f"{W}/eval/pred", "-m", f"{W}/eval/ref", "-o", MASK_OUT]
+MASK1 = "eval/ref/case_001.nii.gz"
+
+POSTPROCESS_ROWS = [
+    _case("postprocess-missing_predictions", [*MASK[:3], f"{W}/nope", *MASK[4:]], r"prediction folder not found: .*nope",
+          absent=MASK_OUT),
+    _case("postprocess-missing_masks", [*MASK[:5], f"{W}/nope", *MASK[6:]], r"mask folder not found: .*nope",
+          absent=MASK_OUT),
+    _case("postprocess-no_mask_for_case", MASK, r"no breast mask for case case_001 in .*eval/ref",
+          setup=_delete(MASK1), absent=MASK_OUT),
+    _case("postprocess-mask_off_grid", MASK, r"case_001\.nii\.gz: geometry differs from the prediction",
+          setup=_image(MASK1, np.ones((4, 8, 9), np.uint8)), absent=MASK_OUT),
+    _case("postprocess-corrupt_mask", MASK, r"cannot read breast mask .*case_001\.nii\.gz",
+          setup=_garbage(MASK1), absent=MASK_OUT),
+    _case("postprocess-output_is_input", [*MASK[:7], f"{W}/eval/pred"], r"eval/pred"),
+    _case("postprocess-no_action", ["postprocess"], r"the following arguments are required: action"),
 ]
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1136,7 +1213,8 @@ DISPATCHER_ROWS = [
 ]
 
 CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
-                     + FFPN_ROWS + MAMMO_SAM_ROWS + HCNET_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS + BENCHMARK_ROWS)
+                     + FFPN_ROWS + MAMMO_SAM_ROWS + HCNET_ROWS + POSTPROCESS_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS
+                     + BENCHMARK_ROWS)
 
 
 def count_cases() -> int:
@@ -1170,6 +1248,7 @@ def _build_world(root: Path) -> None:
 
     from nnunet_ext.imageio import write_image
     from tests.datasets_conversion.test_bhsd import write_release
+    from tests.datasets_conversion.test_brats2023 import write_brats
     from tests.datasets_conversion.test_breast_mri_nact_pilot import write_study
     from tests.datasets_conversion.test_camus import write_patient
     from tests.datasets_conversion.test_inbreast import write_inbreast
@@ -1229,6 +1308,7 @@ def _build_world(root: Path) -> None:
 
     write_patient(root / "camus" / "training" / "patient0001", ".mhd", 1, singleton=True)  # 24 x 20, 0.3 x 0.15 mm
     write_release(root / "bhsd")  # 6 labelled 4 x 8 x 8 scans, a pool of 8, the slice-level CSV
+    write_brats(root / "brats")  # <training folder>/: 3 labelled BraTS-GLI cases, 1 without seg, 8 x 10 x 12
     write_oasis(root / "oasis")  # OASIS/: 5 subjects of 8 x 10 x 12, labels 0..35, OASIS_dataset.json
     write_pairs_folder(root / "regpairs")  # images/ (4), labels/ (3), pairs.csv
     write_inbreast(root / "inbreast")  # AllDICOMs/ (4 of 40 x 30), AllXML/ (2 with masses, 1 without), INbreast.csv

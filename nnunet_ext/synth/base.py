@@ -48,15 +48,17 @@ class PhantomKind:
     name: str                      # CLI name, e.g. "breast_dce"
     dataset_name: str              # default nnU-Net dataset name suffix, e.g. "BreastDCE"
     channel_names: dict[str, str]  # dataset.json channel_names
-    labels: dict[str, int]         # dataset.json labels
+    labels: dict[str, int | list[int]]  # dataset.json labels (a list of values: an nnU-Net region)
     make_case: Callable[..., PhantomCase]  # make_case(rng, **options) -> PhantomCase
     description: str
     option_specs: Sequence[Option] = ()
     check_relations: Callable[[dict], None] | None = None  # raises UserInputError
     # labels that depend on the options (e.g. the ultrasound scene); None: ``labels`` always
-    labels_for: Callable[[dict], dict[str, int]] | None = None
+    labels_for: Callable[[dict], dict[str, int | list[int]]] | None = None
     # channels that depend on the options (e.g. brain_pairs' layout); None: ``channel_names`` always
     channel_names_for: Callable[[dict], dict[str, str]] | None = None
+    # dataset.json regions_class_order for options whose labels are regions (nnU-Net needs it then); None: no regions
+    regions_class_order_for: Callable[[dict], list[int] | None] | None = None
 
     def validate_options(self, options: Mapping[str, object] | None) -> dict[str, object]:
         """Every declared option (given or default), checked and normalised; UserInputError for bad input."""
@@ -67,6 +69,9 @@ class PhantomKind:
 
     def channel_names_with(self, options: Mapping[str, object] | None) -> dict[str, str]:
         return self.channel_names_for(self.validate_options(options)) if self.channel_names_for else self.channel_names
+
+    def regions_class_order_with(self, options: Mapping[str, object] | None) -> list[int] | None:
+        return self.regions_class_order_for(self.validate_options(options)) if self.regions_class_order_for else None
 
 
 REGISTRY: dict[str, PhantomKind] = {}
@@ -109,17 +114,20 @@ class RawDatasetSpec:
         extra_json: additional dataset.json keys (nnU-Net ignores unknown keys).
         unlabeled: training case ids whose label is withheld: nnU-Net needs a label file per training case, so they
             get an all-background placeholder, and dataset.json lists them under ``unlabeled_cases``.
+        regions_class_order: dataset.json ``regions_class_order``, required when ``labels`` holds regions (lists of
+            label values): the label value each region writes, in the order of the regions.
     """
 
     dataset_id: int
     name: str
     channel_names: dict[str, str]
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]
     train: Sequence[tuple[str, PhantomCase]]
     test: Sequence[tuple[str, PhantomCase]]
     channels: Sequence[int] | None = None
     extra_json: dict | None = None
     unlabeled: Sequence[str] = ()
+    regions_class_order: Sequence[int] | None = None
 
 
 def _check_spec(spec: RawDatasetSpec) -> None:
@@ -132,6 +140,9 @@ def _check_spec(spec: RawDatasetSpec) -> None:
     unknown = set(spec.unlabeled) - {identifier for identifier, _ in spec.train}
     if unknown:
         raise UserInputError(f"unlabeled cases {sorted(unknown)} are not training cases of {spec.name}")
+    regions = [name for name, value in spec.labels.items() if isinstance(value, (list, tuple))]
+    if regions and spec.regions_class_order is None:
+        raise UserInputError(f"{spec.name}: region labels ({', '.join(regions)}) need a regions_class_order")
 
 
 def _write_dataset_files(folder: Path, spec: RawDatasetSpec) -> None:
@@ -157,6 +168,7 @@ def _write_dataset_files(folder: Path, spec: RawDatasetSpec) -> None:
     dataset_json = {
         "channel_names": {str(i): spec.channel_names[str(c)] for i, c in enumerate(channels)},
         "labels": spec.labels,
+        **({"regions_class_order": list(spec.regions_class_order)} if spec.regions_class_order is not None else {}),
         "numTraining": len(spec.train),
         "file_ending": FILE_ENDING,
         "name": spec.name,

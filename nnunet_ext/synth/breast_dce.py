@@ -12,15 +12,17 @@ kinetics in :mod:`nnunet_ext.synth.kinetics`):
    fibroglandular tissue (FGT: two-scale smooth random field, Gaussian sigma 6 and 2.5 mm, with a central trend,
    thresholded at a breast density of 15-60 % of the glandular zone, soft edges = partial volume), pectoral muscle
    (8-15 mm), low-signal thorax behind it, air outside. 2-5 vessels: tapered tubes (radius 0.7-1.8 mm) along
-   curved paths from the chest wall into the breast.
-2. **Lesion** (label 1): one, with probability ``second_lesion_probability`` (0.2) two, irregular lobulated
-   ellipsoids (union of a main ellipsoid and 0-3 lobes, axis ratios 0.7-1, margin perturbation 6-18 % of the
-   radius), diameter log-uniform in ``lesion_diameter_mm`` (8-30 mm), centred in FGT and wrapped in a 2-6 mm
-   envelope of FGT (tumours arise in glandular tissue, so on pre-contrast images they are surrounded by tissue of
-   similar intensity). Heterogeneous subregions from the depth below the lesion surface (perturbed by a smooth
-   field): enhancing rim (2-4.5 mm thick), mixed zone, and (lesions with depth > rim + 1.5 mm, probability 0.75)
-   a necrotic core deeper than 55-75 % of the maximal depth. Voxel time-intensity curves therefore form a few
-   clusters (what HCNet's clustering recovers).
+   curved paths from the chest wall into the breast. Bilateral breasts lie one in each half of the x axis; the
+   breast mask joins them by the thin subcutaneous layer in front of the sternum.
+2. **Lesion** (label 1; ``subregions=True``: labels 1 and 2, item 7): one, with probability
+   ``second_lesion_probability`` (0.2) two, irregular lobulated ellipsoids (union of a main ellipsoid and 0-3 lobes,
+   axis ratios 0.7-1, margin perturbation 6-18 % of the radius), diameter log-uniform in ``lesion_diameter_mm``
+   (8-30 mm), centred in FGT and wrapped in a 2-6 mm envelope of FGT (tumours arise in glandular tissue, so on
+   pre-contrast images they are surrounded by tissue of similar intensity). Heterogeneous subregions from the depth
+   below the lesion surface (perturbed by a smooth field): enhancing rim (2-4.5 mm thick), mixed zone, and (lesions
+   with depth > rim + 1.5 mm, probability 0.75) a necrotic core deeper than 55-75 % of the maximal depth. Voxel
+   time-intensity curves therefore form a few clusters (what HCNet's clustering recovers). A lesion lies in one
+   breast; with ``bilateral=True`` a second lesion may land in the other one (a bilateral case).
 3. **Kinetics** (extended Tofts, Parker AIF, Hct 0.42); per-case draws, per-voxel jitter in tumours and BPE:
 
    ================  ============  ===========  ============  ============  =========
@@ -32,7 +34,7 @@ kinetics in :mod:`nnunet_ext.synth.kinetics`):
    pectoral muscle   0.06-0.12     0.10-0.15    0.02-0.04     0.85-1.00     0.75
    thorax            0             -            0             1.2           0.12
    vessel (blood)    0             -            1 - Hct       1.40-1.55     0.90
-   benign focus      0.03-0.08     0.40-0.60    0.005-0.015   as FGT        0.85
+   benign focus      0.08-0.15     0.50-0.70    0.005-0.015   as FGT        0.85
    tumour rim        0.40-1.00     0.20-0.50    0.02-0.10     see below     0.85
    tumour mixed      0.06-0.15     0.40-0.60    0.01-0.02     see below     0.85
    necrotic core     0.005-0.03    0.60-0.80    0.001-0.004   see below     0.85
@@ -83,11 +85,28 @@ kinetics in :mod:`nnunet_ext.synth.kinetics`):
 
    Both are tissue properties, so they are present (and swamped by enhancement) in the post phases as well.
    Measured lesion-vs-FGT contrast-to-noise ratios at the default are in tests/synth/test_breast_dce.py.
+7. **What a case holds** (options of :func:`make_case`, all off by default; none draws a random number, so the
+   images and maps of a case stay the same):
 
-:func:`make_case` returns the images and the binary label; :func:`simulate` and :func:`case_parameter_maps` also
-return per-voxel K_trans / v_e / v_p / T10 / M0 / tissue / subregion maps of the dominant compartment and the breast
-mask (not written to disk unless ``parameter_maps_in_extras=True`` or ``masks_in_extras=True``). All randomness
-comes from the ``rng`` argument.
+   - ``subtraction``: one more, last, channel ``SUB`` = post1 - pre, from the raw intensities in float32. nnU-Net
+     z-scores every channel on its own, so a difference of the normalised channels would be another image.
+   - ``subregions``: label 1 = low-enhancing tumour, the mixed zone and the necrotic core (K_trans below about
+     {low_k_trans:g} /min: persistent or plateau curves, a fraction of the rim's uptake), and 2 = enhancing tumour,
+     the rim (K_trans {rim_k_trans}: fast + washout). A reader separates the enhancing rim from the core that takes
+     up little contrast, and the mixed zone is much closer to the core than to the rim in kinetics, so it goes with
+     the core. dataset.json labels are nnU-Net regions: lesion = labels 1 and 2, enhancing = label 2, with
+     regions_class_order 1, 2 (lesion voxels write 1, then enhancing voxels 2).
+   - ``distractor_masks``: extras ``breast`` (the breast mask) and ``distractor``, the enhancing tissue that is not
+     tumour: voxels whose dominant compartment is a vessel or a benign focus, or FGT whose BPE K_trans is
+     >= {distractor_k_trans:g} /min (moderate/marked background parenchymal enhancement), outside the label. What
+     a reader of the post-contrast images (or a network) could take for tumour; their mean early enhancement is
+     above 50 %, fat's below 10 % (tests/synth/test_breast_dce.py).
+   - ``parameter_maps_in_extras`` and ``masks_in_extras``: the maps below.
+
+:func:`make_case` returns the images and the label; :func:`simulate` and :func:`case_parameter_maps` also return
+per-voxel K_trans / v_e / v_p / T10 / M0 / tissue / subregion maps of the dominant compartment and the breast mask
+(not written to disk unless ``parameter_maps_in_extras=True``, ``masks_in_extras=True`` or
+``distractor_masks=True``). All randomness comes from the ``rng`` argument.
 """
 from __future__ import annotations
 
@@ -151,11 +170,9 @@ def _documented_numbers() -> dict[str, object]:
         "default_c": DEFAULT_PRE_CONTRAST_CONSPICUITY, "t1_per_k": T1_PER_K_TRANS_S, "k_ref": k_ref,
         "t1_low": TUMOUR_T1_RANGE_S[0], "t1_high": TUMOUR_T1_RANGE_S[1], "gain": gain, "k_scale": k_scale,
         "max_ratio": round(1.0 + gain, 3), "min_ratio": round(1.0 + gain * max(-1.0, -k_ref / k_scale), 3),
+        "low_k_trans": TUMOUR_KINETICS["mixed"][0][1], "distractor_k_trans": DISTRACTOR_BPE_K_TRANS,
+        "rim_k_trans": "{:g}-{:g} /min".format(*TUMOUR_KINETICS["rim"][0]),
     }
-
-
-if __doc__:  # None under python -OO
-    __doc__ = __doc__.format(**_documented_numbers())
 
 TISSUES = {"air": 0, "fat": 1, "fibroglandular": 2, "skin": 3, "muscle": 4, "thorax": 5, "vessel": 6,
            "benign_focus": 7, "tumour": 8}
@@ -167,6 +184,16 @@ TUMOUR_KINETICS = {
     "mixed": ((0.06, 0.15), (0.40, 0.60), (0.01, 0.02)),
     "necrotic_core": ((0.005, 0.03), (0.60, 0.80), (0.001, 0.004)),
 }
+
+# What a case holds (module docstring, item 7).
+LABELS = {"background": 0, "tumor": 1}
+LOW_ENHANCING, ENHANCING = 1, 2  # labels with subregions=True
+SUBREGION_LABELS = {"background": 0, "lesion": [LOW_ENHANCING, ENHANCING], "enhancing": [ENHANCING]}
+SUBREGION_CLASS_ORDER = [LOW_ENHANCING, ENHANCING]
+DISTRACTOR_BPE_K_TRANS = 0.06  # /min: FGT enhancing at least this much is moderate/marked BPE, a distractor
+
+if __doc__:  # None under python -OO
+    __doc__ = __doc__.format(**_documented_numbers())
 
 
 @dataclass
@@ -696,19 +723,43 @@ def _dominant_maps(fractions: dict[str, np.ndarray], compartments: dict, shape) 
     return maps
 
 
+# options of make_case that choose what a case holds, not what is simulated (module docstring, item 7)
+CASE_CONTENT_OPTIONS = ("parameter_maps_in_extras", "masks_in_extras", "subtraction", "subregions",
+                        "distractor_masks")
+
+
 def case_parameter_maps(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE,
                         **options) -> dict[str, np.ndarray]:
     """Per-voxel maps of the case that :func:`make_case` draws from the same ``rng`` state (see
     :class:`BreastDCESimulation` ``maps``), plus ``label``."""
-    options.pop("parameter_maps_in_extras", None)
-    options.pop("masks_in_extras", None)
+    for name in CASE_CONTENT_OPTIONS:
+        options.pop(name, None)
     simulation = simulate(rng, shape, **options)
     return {**simulation.maps, "label": simulation.label}
 
 
+def subregion_label(label: np.ndarray, subregion: np.ndarray) -> np.ndarray:
+    """The ``subregions=True`` label (module docstring, item 7): :data:`ENHANCING` on the rim, :data:`LOW_ENHANCING`
+    on the rest of the tumour label (mixed zone and necrotic core), 0 outside it."""
+    tumour = label > 0
+    out = np.where(tumour, LOW_ENHANCING, 0).astype(np.uint8)
+    out[tumour & (subregion == SUBREGIONS["rim"])] = ENHANCING
+    return out
+
+
+def distractor_mask(maps: dict[str, np.ndarray], label: np.ndarray) -> np.ndarray:
+    """Enhancing tissue that is not tumour (module docstring, item 7), uint8: dominant compartment a vessel or a
+    benign focus, or FGT with BPE K_trans >= :data:`DISTRACTOR_BPE_K_TRANS`, outside the tumour label."""
+    tissue = maps["tissue"]
+    enhancing = np.isin(tissue, (TISSUES["vessel"], TISSUES["benign_focus"])) | (
+        (tissue == TISSUES["fibroglandular"]) & (maps["k_trans"] >= DISTRACTOR_BPE_K_TRANS))
+    return (enhancing & (label == 0)).astype(np.uint8)
+
+
 def make_case(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE,
-              parameter_maps_in_extras: bool = False, masks_in_extras: bool = False, **options) -> PhantomCase:
-    """One ``breast_dce`` case: images [pre, post1, ...], binary tumour label, spacing (options: :func:`simulate`).
+              parameter_maps_in_extras: bool = False, masks_in_extras: bool = False, subtraction: bool = False,
+              subregions: bool = False, distractor_masks: bool = False, **options) -> PhantomCase:
+    """One ``breast_dce`` case: images [pre, post1, ...], tumour label, spacing (options: :func:`simulate`).
 
     Args:
         parameter_maps_in_extras: also return K_trans, v_e, v_p and the subregion map in ``extras`` (written to
@@ -716,13 +767,27 @@ def make_case(rng: np.random.Generator, shape: Sequence[int] = DEFAULT_SHAPE,
         masks_in_extras: also return the breast mask (``breast``) and the tumour subregion map (``subregion``: 1 rim,
             2 mixed, 3 necrotic core) in ``extras``: the clustering ROI and the truth HCNet's TIC clusters are scored
             against.
+        subtraction: append the channel ``SUB`` = post1 - pre (raw intensities, float32) to the images.
+        subregions: label 1 = low-enhancing tumour (mixed zone, necrotic core), 2 = enhancing rim
+            (:func:`subregion_label`) instead of the binary label.
+        distractor_masks: also return the breast mask (``breast``) and the enhancing non-tumour tissue
+            (``distractor``, :func:`distractor_mask`) in ``extras``.
     """
+    from nnunet_ext.datasets_conversion._dce_common import subtraction_image
+
     simulation = simulate(rng, shape, **options)
+    maps, images, label = simulation.maps, simulation.images, simulation.label
+    if subtraction:
+        images = images + [subtraction_image(images[0], images[1])]
+    if distractor_masks:
+        maps = {**maps, "distractor": distractor_mask(maps, label)}
+    if subregions:
+        label = subregion_label(label, maps["subregion"])
+    # the extras are the union of what the options ask for (each map once)
     keys = (("k_trans", "v_e", "v_p", "subregion") if parameter_maps_in_extras else ()) + (
-        ("breast", "subregion") if masks_in_extras else ())
-    extras = {key: simulation.maps[key] for key in dict.fromkeys(keys)}
-    return PhantomCase(images=simulation.images, label=simulation.label, spacing=simulation.spacing,
-                       extras=extras)
+        ("breast", "subregion") if masks_in_extras else ()) + (("breast", "distractor") if distractor_masks else ())
+    extras = {key: maps[key] for key in dict.fromkeys(keys)}
+    return PhantomCase(images=images, label=label, spacing=simulation.spacing, extras=extras)
 
 
 def contrast_to_noise_ratio(image: np.ndarray, lesion: np.ndarray, reference: np.ndarray,
@@ -772,6 +837,11 @@ OPTIONS = (
            "field of view; null: 96 x 134.4 x 134.4 (x doubled when bilateral)", optional=True),
     Option("parameter_maps_in_extras", Flag(), False, "also write K_trans, v_e, v_p and subregion maps to extras"),
     Option("masks_in_extras", Flag(), False, "also write the breast mask and the tumour subregion map to extras"),
+    Option("subtraction", Flag(), False, "append a channel SUB = post1 - pre computed from the raw intensities"),
+    Option("subregions", Flag(), False, "label 1 = low-enhancing tumour (mixed zone, necrotic core), 2 = enhancing "
+                                        "rim; dataset.json labels are nnU-Net regions lesion (1, 2), enhancing (2)"),
+    Option("distractor_masks", Flag(), False, "also write the breast mask and the enhancing non-tumour tissue "
+                                              "(vessels, benign foci, moderate/marked BPE) to extras"),
 )
 
 
@@ -783,17 +853,29 @@ def _check_relations(options: dict) -> None:
 
 
 def _channel_names(options: dict) -> dict[str, str]:
-    return {"0": "pre", **{str(k): f"post{k}" for k in range(1, int(options["n_post"]) + 1)}}
+    from nnunet_ext.datasets_conversion._dce_common import dce_channel_names
+
+    return dce_channel_names(int(options["n_post"]), bool(options["subtraction"]))
+
+
+def _labels(options: dict) -> dict[str, int | list[int]]:
+    return SUBREGION_LABELS if options["subregions"] else LABELS
+
+
+def _regions_class_order(options: dict) -> list[int] | None:
+    return SUBREGION_CLASS_ORDER if options["subregions"] else None
 
 
 register(PhantomKind(
     name="breast_dce",
     dataset_name="BreastDCE",
     channel_names={"0": "pre", "1": "post1", "2": "post2"},
-    labels={"background": 0, "tumor": 1},
+    labels=LABELS,
     make_case=make_case,
     description="breast DCE-MRI: pre + 2 post-contrast phases (extended Tofts, Parker AIF, SPGR), tumour label",
     option_specs=OPTIONS,
     check_relations=_check_relations,
+    labels_for=_labels,
     channel_names_for=_channel_names,
+    regions_class_order_for=_regions_class_order,
 ))

@@ -11,6 +11,12 @@ from nnunet_ext.errors import UserInputError
 from nnunet_ext.synth.base import (REGISTRY, TEST, TRAIN, RawDatasetSpec, dataset_folder_name,
                                    existing_dataset_with_id, generate_cases, write_raw_datasets)
 
+# flags that are shorthands for ``--option NAME=true`` (refused, like any option, by a kind that lacks it)
+OPTION_FLAGS = {
+    "subtraction": "append a channel SUB = post1 - pre from the raw intensities (as --option subtraction=true)",
+    "subregions": "label the tumour's subregions, with nnU-Net regions in dataset.json (as --option subregions=true)",
+}
+
 KIND_MODULES = {
     "breast_dce": "nnunet_ext.synth.breast_dce",
     "head_ct_ich": "nnunet_ext.synth.head_ct_ich",
@@ -68,6 +74,7 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
     train = generate_cases(kind, cases, TRAIN, seed, options)
     test = generate_cases(kind, test_cases, TEST, seed, options)
     labels = kind.labels_with(options)
+    regions_class_order = kind.regions_class_order_with(options)
     channel_names = kind.channel_names_with(options)
     # the options the user chose (normalised), as a reader of dataset.json would want to repeat the call
     synth_record = {"kind": kind_name, "seed": seed, "cases": cases, "test_cases": test_cases,
@@ -78,7 +85,8 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
         if labeled_cases:
             synth_record["labeled_cases"] = labeled_cases
         specs = [RawDatasetSpec(dataset_id, name, channel_names, labels, train, test,
-                                extra_json={"synth": synth_record}, unlabeled=unlabeled)]
+                                extra_json={"synth": synth_record}, unlabeled=unlabeled,
+                                regions_class_order=regions_class_order)]
     else:
         # The DKM pair: the DCE dataset (all channels, every case) trains the diffusion module, which uses no
         # labels; the pre-contrast-only copy keeps the first k cases with their labels. Cases beyond k are
@@ -89,10 +97,12 @@ def synthesize(kind_name: str, dataset_id: int, cases: int, seed: int = 0, test_
             RawDatasetSpec(dataset_id, name, channel_names, labels, train, test,
                            extra_json={"synth": synth_record, "pre_only_dataset": dataset_folder_name(pre_only_id,
                                                                                                        pre_name)},
-                           unlabeled=[identifier for identifier, _ in train[k:]]),
+                           unlabeled=[identifier for identifier, _ in train[k:]],
+                           regions_class_order=regions_class_order),
             RawDatasetSpec(pre_only_id, pre_name, channel_names, labels, train[:k], test, channels=[0],
                            extra_json={"paired_dce_dataset": dataset_folder_name(dataset_id, name),
-                                       "synth": {**synth_record, "labeled_cases": k, "channels": [0]}}),
+                                       "synth": {**synth_record, "labeled_cases": k, "channels": [0]}},
+                           regions_class_order=regions_class_order),
         ]
     return write_raw_datasets(raw_root, specs, overwrite=overwrite)
 
@@ -116,6 +126,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "all-background placeholder label and listed in dataset.json unlabeled_cases (with "
                         "--pre_only_id: how many cases the pre-only copy keeps)")
     p.add_argument("--shape", type=int, nargs="+", default=None, help="image shape (z y x, or y x for 2D kinds)")
+    for flag, text in OPTION_FLAGS.items():
+        p.add_argument(f"--{flag}", action="store_true", help=text)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="kind-specific option, repeatable; VALUE is parsed as JSON, else taken as a string "
                         "(e.g. --option scene=cardiac, --option snr=[20,40]); list a kind's options with "
@@ -153,6 +165,11 @@ def run(args: argparse.Namespace) -> int:
         if "shape" in options:
             raise UserInputError("shape is given twice (--shape and --option shape=...); use one")
         options["shape"] = list(args.shape)
+    for flag in OPTION_FLAGS:
+        if getattr(args, flag):
+            if flag in options:
+                raise UserInputError(f"{flag} is given twice (--{flag} and --option {flag}=...); use one")
+            options[flag] = True  # a kind without this option refuses it when the options are validated
     options = options or None
     folders = synthesize(args.kind, args.dataset_id, args.cases, args.seed, args.test_cases, args.raw,
                          args.overwrite, args.name, args.pre_only_id, args.labeled_cases, options)

@@ -314,6 +314,17 @@ def test_source_tree_unchanged(converted):
     assert tree_hash(converted.src) == converted.hash_before
 
 
+def test_subtraction_adds_sub_to_the_dce_dataset_only(converted, tmp_path, verify_with_nnunet):
+    from tests.datasets_conversion.helpers import assert_subtraction_channel
+
+    raw = tmp_path / "raw"
+    argv = ["-i", str(converted.src.parent), "-d", "11", "--pre_only_id", "12", "--raw", str(raw), "--subtraction"]
+    assert nact.main(argv) == 0
+    dce, pre_only = raw / "Dataset011_BreastMRINACTPilot", raw / "Dataset012_BreastMRINACTPilotPreOnly"
+    assert_subtraction_channel(dce, pre_only, plain_pre_only=converted.folders[1], n_post=2)
+    verify_with_nnunet(dce)
+
+
 @pytest.mark.parametrize("timing_key", ["TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime",
                                         "ContentTime", "InstanceNumber"])
 def test_phase_order_follows_timing_metadata(tmp_path, timing_key):

@@ -132,6 +132,51 @@ def test_source_tree_unchanged(converted):
     assert tree_hash(converted.src) == converted.hash_before
 
 
+# --- --subtraction: a SUB channel (post1 - pre), which the methods reading DCE phases must not take for a phase ------
+@pytest.fixture(scope="module")
+def subtracted(converted, tmp_path_factory):
+    """The fixture's source converted again through the command line with ``--subtraction`` (n_post 2)."""
+    raw = tmp_path_factory.mktemp("nifti_subtraction") / "raw"
+    argv = ["-i", str(converted.src), "-d", "31", "--pre_only_id", "32", "--raw", str(raw), "--subtraction"]
+    assert converter.main(argv) == 0
+    return raw / "Dataset031_DCENifti", raw / "Dataset032_DCENiftiPreOnly"
+
+
+def test_subtraction_adds_sub_to_the_dce_dataset_only(converted, subtracted, verify_with_nnunet):
+    from tests.datasets_conversion.helpers import assert_subtraction_channel
+
+    assert_subtraction_channel(*subtracted, plain_pre_only=converted.folders[1], n_post=2)
+    verify_with_nnunet(subtracted[0])
+
+
+@pytest.mark.parametrize("n_post", [1, 2])
+def test_sub_is_no_time_point_for_the_methods_reading_phases(subtracted, tmp_path, n_post):
+    """HCNet's TIC reader, DKM's target phase x_k and the folder readers of DKM's analysis skip the SUB channel."""
+    from nnunet_ext.datasets_conversion._dce_common import phase_channels, phase_files
+    from nnunet_ext.methods.dkm.trainers import DKMDiffusionTrainer
+    from nnunet_ext.methods.hcnet.cluster import find_cases, read_dataset_json
+
+    dce = subtracted[0]
+    if n_post == 1:
+        write_folder(tmp_path / "src", n_post=1)
+        dce, _ = convert(tmp_path / "src", tmp_path / "raw", subtraction=True)
+    meta = read_dataset_json(dce)
+    times = [f"{c:04d}" for c in range(n_post + 1)]
+    assert meta["channel_names"][str(n_post + 1)] == "SUB" and phase_channels(meta["channel_names"]) == list(
+        range(n_post + 1))
+    for case in find_cases(dce, meta):
+        assert [p.name for p in case.images] == [f"{case.identifier}_{t}.nii.gz" for t in times]
+        assert phase_files(dce / f"images{case.split}", case.identifier) == case.images
+    assert DKMDiffusionTrainer.post_channel_of(meta["channel_names"]) == n_post
+    with pytest.raises(RuntimeError, match="has 1 time point channel"):
+        DKMDiffusionTrainer.post_channel_of({"0": "pre", "1": "SUB"})
+    loose = tmp_path / "loose"  # no dataset.json beside the folder: every channel file is a time point
+    loose.mkdir()
+    for t in times + [f"{n_post + 1:04d}"]:
+        (loose / f"a_{t}.nii.gz").touch()
+    assert len(phase_files(loose, "a")) == n_post + 2
+
+
 def _missing_post2(src: Path) -> tuple[str, str]:
     (src / "case_b_post2.nii.gz").unlink()
     return "case_b", "case_b_post2.nii.gz"

@@ -176,6 +176,18 @@ def test_pixels_geometry_and_labels(converted, case):
         assert split == "Tr" and not list(pre.glob(f"*/{case}*"))
 
 
+def test_subtraction_adds_sub_to_the_dce_dataset_only(converted, tmp_path, verify_with_nnunet):
+    from tests.datasets_conversion.helpers import assert_subtraction_channel
+
+    raw = tmp_path / "raw"
+    assert converter.main(["-i", str(converted.src), "-d", "51", "--pre_only_id", "52", "--raw", str(raw),
+                           "--subtraction"]) == 0
+    dce, pre_only = raw / "Dataset051_MAMAMIA", raw / "Dataset052_MAMAMIAPreOnly"
+    assert_subtraction_channel(dce, pre_only, plain_pre_only=converted.folders[1], n_post=2)
+    assert dataset_json(dce)["mama_mia"] == dataset_json(converted.folders[0])["mama_mia"]
+    verify_with_nnunet(dce)
+
+
 def test_split_is_grouped_by_patient_and_shared(converted):
     dce, pre = converted.folders
     dce_json, pre_json = dataset_json(dce), dataset_json(pre)

@@ -365,3 +365,121 @@ def test_masks_in_extras_hold_the_breast_and_the_subregions():
     assert set(case.extras) == {"breast", "subregion"}
     assert breast[case.label > 0].all() and 0.05 < breast.mean() < 0.6  # lesions lie in the breast, which is a part
     assert np.array_equal(subregion > 0, case.label > 0) and set(np.unique(subregion)) <= {0, 1, 2, 3}
+
+
+# --- what a case holds (module docstring, item 7): SUB channel, subregion labels, distractor masks ------------------
+def test_subtraction_channel_is_post1_minus_pre_and_changes_nothing_else():
+    kind = REGISTRY["breast_dce"]
+    names = kind.channel_names_with({"shape": SMALL, "subtraction": True})
+    assert names == {"0": "pre", "1": "post1", "2": "post2", "3": "SUB"}
+    assert kind.channel_names_with({"shape": SMALL, "subtraction": True, "n_post": 4}) == {
+        "0": "pre", "1": "post1", "2": "post2", "3": "post3", "4": "post4", "5": "SUB"}
+    plain = breast_dce.make_case(np.random.default_rng(4), SMALL)
+    case = breast_dce.make_case(np.random.default_rng(4), SMALL, subtraction=True)
+    assert len(case.images) == 4 and case.images[3].dtype == np.float32
+    for a, b in zip(case.images, plain.images):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(case.images[3], plain.images[1] - plain.images[0])
+    np.testing.assert_array_equal(case.label, plain.label)
+
+
+def test_subregion_labels_split_the_tumour_by_enhancement():
+    """Label 2 = the rim (fast enhancement), 1 = mixed zone + necrotic core (K_trans below ~0.15 /min)."""
+    kind = REGISTRY["breast_dce"]
+    assert kind.labels_with({"subregions": True}) == {"background": 0, "lesion": [1, 2], "enhancing": [2]}
+    assert kind.regions_class_order_with({"subregions": True}) == [1, 2]
+    assert kind.labels_with({}) == {"background": 0, "tumor": 1} and kind.regions_class_order_with({}) is None
+    maps = breast_dce.case_parameter_maps(case_rng(0, 0, 0))
+    case = breast_dce.make_case(case_rng(0, 0, 0), subregions=True)
+    assert set(np.unique(case.label)) == {0, 1, 2}
+    np.testing.assert_array_equal(case.label > 0, maps["label"] > 0)
+    np.testing.assert_array_equal(case.label == 2, maps["subregion"] == breast_dce.SUBREGIONS["rim"])
+    pure = maps["tumour_fraction"] > 0.99
+    low, enhancing = pure & (case.label == 1), pure & (case.label == 2)
+    assert np.percentile(maps["k_trans"][low], 95) < 0.2 and maps["k_trans"][enhancing].min() > 0.25
+    plain = breast_dce.make_case(case_rng(0, 0, 0))
+    for a, b in zip(case.images, plain.images):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_distractor_mask_is_enhancing_non_tumour_tissue(simulations):
+    """Vessels, benign foci and moderate/marked BPE enhance early (mean > 50 %), fat does not (mean < 10 %)."""
+    tissues = breast_dce.TISSUES
+    for simulation in simulations:
+        distractor = breast_dce.distractor_mask(simulation.maps, simulation.label) > 0
+        tissue = simulation.maps["tissue"]
+        assert distractor.any() and not (distractor & (simulation.label > 0)).any()
+        assert distractor[tissue == tissues["vessel"]].all() and distractor[tissue == tissues["benign_focus"]].all()
+        assert not distractor[np.isin(tissue, (tissues["fat"], tissues["skin"], tissues["muscle"]))].any()
+        enhancement = early_enhancement(simulation)
+        assert enhancement[distractor].mean() > 0.5
+        assert enhancement[tissue == tissues["fat"]].mean() < 0.1
+
+
+def test_distractor_masks_in_extras_share_the_breast_mask_with_masks_in_extras():
+    plain = breast_dce.make_case(np.random.default_rng(2), SMALL)
+    case = breast_dce.make_case(np.random.default_rng(2), SMALL, distractor_masks=True)
+    both = breast_dce.make_case(np.random.default_rng(2), SMALL, distractor_masks=True, masks_in_extras=True)
+    assert set(case.extras) == {"breast", "distractor"} and set(both.extras) == {"breast", "subregion", "distractor"}
+    np.testing.assert_array_equal(case.images[1], plain.images[1])
+    maps = breast_dce.case_parameter_maps(np.random.default_rng(2), SMALL)
+    np.testing.assert_array_equal(case.extras["breast"], maps["breast"])
+    np.testing.assert_array_equal(case.extras["distractor"], breast_dce.distractor_mask(maps, maps["label"]))
+    assert case.extras["distractor"].dtype == np.uint8 and not case.extras["distractor"][case.label > 0].any()
+    for key in case.extras:
+        np.testing.assert_array_equal(case.extras[key], both.extras[key])
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_bilateral_breasts_lie_one_per_half_and_the_main_lesion_in_one(index):
+    """Each half of the x axis holds one breast (one connected piece of the breast mask); the two are joined only by
+    the thin subcutaneous layer in front of the sternum, and the main (largest) lesion lies in one half."""
+    shape = (16, 48, 96)
+    simulation = breast_dce.simulate(case_rng(0, 0, index), shape, bilateral=True)
+    breast, half = simulation.maps["breast"] > 0, shape[2] // 2
+    for side in (breast[..., :half], breast[..., half:]):
+        assert ndimage.label(side)[1] == 1
+    per_column = breast.sum(axis=(0, 1))
+    assert per_column[half - 1:half + 1].max() < 0.5 * min(per_column[:half].max(), per_column[half:].max())
+    lesions, n = ndimage.label(simulation.label, np.ones((3, 3, 3)))
+    main = 1 + int(np.argmax(ndimage.sum(simulation.label, lesions, range(1, n + 1))))
+    x = np.nonzero(lesions == main)[2]
+    assert x.max() < half - 2 or x.min() >= half + 2
+
+
+def test_written_dataset_with_sub_regions_and_masks(tmp_path, verify_with_nnunet):
+    """A tiny dataset with every new option passes nnU-Net's check; SUB is post1 - pre in the files themselves; the
+    pre-contrast-only twin keeps channel 0 and the region labels."""
+    import json
+
+    import SimpleITK as sitk
+
+    from nnunet_ext.synth.cli import synthesize
+
+    options = {"shape": [12, 24, 24], "subtraction": True, "subregions": True, "distractor_masks": True}
+    full, pre_only = synthesize("breast_dce", 13, cases=2, test_cases=1, raw=tmp_path, pre_only_id=14,
+                                options=options)
+    for folder in (full, pre_only):
+        verify_with_nnunet(folder)
+    meta, pre_meta = (json.loads((f / "dataset.json").read_text()) for f in (full, pre_only))
+    assert meta["channel_names"] == {"0": "pre", "1": "post1", "2": "post2", "3": "SUB"}
+    assert pre_meta["channel_names"] == {"0": "pre"}
+    for m in (meta, pre_meta):
+        assert m["labels"] == {"background": 0, "lesion": [1, 2], "enhancing": [2]}
+        assert m["regions_class_order"] == [1, 2]
+
+    def read(path):
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+    values = set()
+    for split, case in (("Tr", "case_0000"), ("Tr", "case_0001"), ("Ts", "test_0000")):
+        images = full / f"images{split}"
+        np.testing.assert_array_equal(read(images / f"{case}_0003.nii.gz"),
+                                      read(images / f"{case}_0001.nii.gz") - read(images / f"{case}_0000.nii.gz"))
+        label = read(full / f"labels{split}" / f"{case}.nii.gz")
+        values |= set(np.unique(label).tolist())
+        distractor = read(full / f"extras{split}" / f"{case}_distractor.nii.gz")
+        breast = read(full / f"extras{split}" / f"{case}_breast.nii.gz")
+        assert set(np.unique(breast)) == {0, 1} and not (distractor & (label > 0)).any()
+        assert sorted(p.name for p in (pre_only / f"images{split}").glob(f"{case}_*")) == [f"{case}_0000.nii.gz"]
+    assert values == {0, 1, 2}

@@ -1,5 +1,6 @@
 """The synth command: one-line errors, nothing written on refusal, determinism across runs."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -245,3 +246,42 @@ def test_pair_dataset_json_keys(dce_pair):
     assert pre_meta["synth"]["labeled_cases"] == LABELED and pre_meta["synth"]["channels"] == [0]
     assert "unlabeled_cases" not in pre_meta
     assert dce_meta["labels"] == pre_meta["labels"] == {"background": 0, "tumor": 1}
+
+
+# --- --subtraction / --subregions: shorthands for --option NAME=true ------------------------------------------------
+def test_option_flags_are_shorthands_for_the_options(tmp_path):
+    flags = ["synth", "breast_dce", "-d", "7", "--cases", "1", "--test_cases", "0", *TINY]
+    assert main([*flags, "--raw", str(tmp_path / "a"), "--subtraction", "--subregions"]) == 0
+    assert main([*flags, "--raw", str(tmp_path / "b"), "--option", "subtraction=true", "--option",
+                 "subregions=true"]) == 0
+    a, b = (json.loads((tmp_path / root / "Dataset007_BreastDCE" / "dataset.json").read_text()) for root in "ab")
+    assert a == b
+    assert a["channel_names"]["3"] == "SUB" and a["regions_class_order"] == [1, 2]
+    assert a["synth"]["options"] == {"shape": [16, 40, 40], "subtraction": True, "subregions": True}
+    image_a, _ = read_image(tmp_path / "a" / "Dataset007_BreastDCE" / "imagesTr" / "case_0000_0003.nii.gz")
+    image_b, _ = read_image(tmp_path / "b" / "Dataset007_BreastDCE" / "imagesTr" / "case_0000_0003.nii.gz")
+    np.testing.assert_array_equal(image_a, image_b)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["head_ct_ich", "--subtraction"], r"synth: error: head_ct_ich: unknown option subtraction \(options: "),
+    (["mammo_2d", "--subregions"], r"synth: error: mammo_2d: unknown option subregions \(options: "),
+    (["breast_dce", *TINY, "--subtraction", "--option", "subtraction=false"],
+     r"subtraction is given twice \(--subtraction and --option subtraction=\.\.\.\); use one"),
+])
+def test_option_flags_are_refused_where_the_kind_lacks_the_option(tmp_path, capsys, argv, message):
+    err = _one_line_error(capsys, main(["synth", argv[0], "-d", "7", "--raw", str(tmp_path), *argv[1:]]))
+    assert re.search(message, err), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_region_labels_without_a_class_order(tmp_path):
+    from nnunet_ext.errors import UserInputError
+    from nnunet_ext.synth.base import PhantomCase, write_raw_dataset
+
+    image = np.zeros((4, 8, 8), np.float32)
+    case = PhantomCase(images=[image], label=image.astype(np.uint8), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(UserInputError, match=r"region labels \(lesion\) need a regions_class_order"):
+        write_raw_dataset(tmp_path, 43, "X", {"0": "pre"}, {"background": 0, "lesion": [1, 2]},
+                          [("case_0000", case)], [])
+    assert list(tmp_path.iterdir()) == []

@@ -132,3 +132,19 @@ def test_defaults_pass_their_own_specs_and_are_described(kind_name):
     assert kind.validate_options(defaults) == defaults  # given explicitly, each default passes its own spec
     text = describe(kind.name, kind.option_specs)
     assert all(spec.doc in text and spec.expected() in text for spec in kind.option_specs)
+
+
+@pytest.mark.parametrize("kind_name", KINDS)
+def test_region_labels_come_with_their_class_order(kind_name):
+    """nnU-Net needs ``regions_class_order`` for region labels (lists of values), one label value per region: so is
+    it with the defaults and with every flag of a kind turned on (e.g. breast_dce's subregions)."""
+    kind = get_kind(kind_name)
+    flags = [spec.name for spec in kind.option_specs if isinstance(spec.type, Flag)]
+    for options in [{}] + [{name: True} for name in flags]:
+        labels, order = kind.labels_with(options), kind.regions_class_order_with(options)
+        regions = [value for name, value in labels.items() if name != "background"]
+        if any(isinstance(value, list) for value in regions):
+            assert order is not None and len(order) == len(regions), options
+            assert all(isinstance(value, list) and value for value in regions), options
+        else:
+            assert order is None, options

@@ -76,8 +76,10 @@ def _mean(values) -> float:
 def analyze_folder(images: str | Path, labels: str | Path, synthesized: str | Path,
                    similarity: dict | None = None) -> dict:
     """Per-case :func:`enhancement_agreement` of ``synthesized/<case>.nii.gz`` against the nnU-Net images folder
-    ``images`` (``<case>_0000`` pre-contrast, the last channel post-contrast) and lesion masks ``labels/<case>``.
+    ``images`` (``<case>_0000`` pre-contrast, the last time point post-contrast: a ``SUB`` channel named so in the
+    dataset.json beside the folder is none) and lesion masks ``labels/<case>``.
     ``similarity`` is ``synthesize_post_folder``'s per-case PSNR/SSIM, merged in. Returns means and ``per_case``."""
+    from nnunet_ext.datasets_conversion._dce_common import phase_files
     from nnunet_ext.imageio import read_image
     from nnunet_ext.methods.dkm.inference import zscore
 
@@ -85,7 +87,7 @@ def analyze_folder(images: str | Path, labels: str | Path, synthesized: str | Pa
     per_case = {}
     for pre_file in sorted(images.glob("*_0000.nii.gz")):
         case = pre_file.name[:-len("_0000.nii.gz")]
-        channels = sorted(images.glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
+        channels = phase_files(images, case)
         if len(channels) < 2:
             raise UserInputError(f"{images}: case {case} has no post-contrast channel")
         for path in (labels / f"{case}.nii.gz", synthesized / f"{case}.nii.gz"):

@@ -116,7 +116,8 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
     """Synthesize ``<case>_0000`` (pre-contrast) images of ``input_folder`` into ``output_folder/<case>.nii.gz``.
 
     ``reference_folder`` holds real post-contrast images named ``<case>.nii.gz`` or ``<case>_XXXX.nii.gz`` (the last
-    channel of an nnU-Net images folder is used); then a ``metrics.json`` with per-case and mean PSNR/SSIM is written.
+    time point of an nnU-Net images folder is used: a ``SUB`` channel named so in the dataset.json beside the folder
+    is none); then a ``metrics.json`` with per-case and mean PSNR/SSIM is written.
     ``output_folder`` must not exist (or, with ``overwrite``, be an earlier nnunet-ext output) and must not equal,
     contain or lie inside the input or reference folders. Every argument, input image, the model's plans and
     configuration and the checkpoint are checked before anything is written (one-line UserInputError).
@@ -128,6 +129,7 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
 
     from nnunet_ext.atomic import atomic_output_dir, check_disjoint, check_replaceable
+    from nnunet_ext.datasets_conversion._dce_common import phase_files
     from nnunet_ext.imageio import read_image
     from nnunet_ext.pipeline import check_device
 
@@ -165,8 +167,7 @@ def synthesize_post_folder(input_folder: str | Path, output_folder: str | Path, 
         if reference_folder is None:
             continue
         case = f.name[:-len("_0000.nii.gz")]
-        candidates = sorted(reference_folder.glob(f"{case}.nii.gz")) or \
-            sorted(reference_folder.glob(f"{case}_[0-9][0-9][0-9][0-9].nii.gz"))
+        candidates = sorted(reference_folder.glob(f"{case}.nii.gz")) or phase_files(reference_folder, case)
         if not candidates:
             raise UserInputError(f"no reference post-contrast image for case {case} in {reference_folder}")
         references[case] = candidates[-1]

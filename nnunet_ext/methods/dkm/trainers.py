@@ -2,12 +2,13 @@
 as nnU-Net trainers. Two-step training (Sect. 2.3):
 
 1. ``DKMDiffusionTrainer`` trains the diffusion module (DM) on a DCE dataset (channel 0 pre-contrast x_0, the last
-   channel the late post-contrast x_k; labels unused): x_t = q_sample(x_0, t, eps) (Eq. 4) and eps_theta(x_t, t) is
-   regressed onto eps_k = (x_t - sqrt(abar_t) x_k) / sqrt(1 - abar_t) (our reading of Eq. 6: the noise that relates
-   x_t to x_k, so the reverse process lands on the post-contrast image). No intensity or spatial augmentation: the
-   pre -> post intensity relation is the signal, and the paper trains without augmentation (Sect. 3). The DM never
-   reads labels: nnU-Net's foreground oversampling is off, so patches are drawn uniformly whatever the label files
-   hold (the DCE dataset's unlabelled cases carry all-background placeholders).
+   time point the late post-contrast x_k, a ``SUB`` channel being no time point; labels unused):
+   x_t = q_sample(x_0, t, eps) (Eq. 4) and eps_theta(x_t, t) is regressed onto
+   eps_k = (x_t - sqrt(abar_t) x_k) / sqrt(1 - abar_t) (our reading of Eq. 6: the noise that relates x_t to x_k, so
+   the reverse process lands on the post-contrast image). No intensity or spatial augmentation: the pre -> post
+   intensity relation is the signal, and the paper trains without augmentation (Sect. 3). The DM never reads labels:
+   nnU-Net's foreground oversampling is off, so patches are drawn uniformly whatever the label files hold (the DCE
+   dataset's unlabelled cases carry all-background placeholders).
 2. ``DKMTrainer`` trains the segmentation module (SM) on the pre-contrast-only dataset with the pretrained DM frozen
    inside the network (its weights are part of the SM checkpoint, so ``nnUNetv2_predict -tr DKMTrainer`` needs
    nothing else). Loss Eq. 7: CE + Dice + 0.5 (1 - SSIM), Adam with weight decay 1e-6 (Sect. 3). The frozen DM
@@ -103,7 +104,7 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
 
     dm_widths: tuple[int, ...] = (128, 256, 256, 256)  # Sect. 3, following DDPM
     dm_num_res_blocks = 2
-    post_channel = -1          # x_k: the late post-contrast phase
+    post_phase = -1            # x_k: the late post-contrast phase (an index into the time points, not the channels)
     validation_timesteps = (50, 100, 200)
     initial_lr_default = 2e-4  # DDPM's Adam learning rate
     min_snr_gamma: float | None = 5.0  # loss weighting, see LinearDiffusionSchedule.min_snr_weight; None: plain Eq. 6
@@ -129,12 +130,22 @@ class DKMDiffusionTrainer(_NoAugmentation, ExtTrainerBase):
                                    num_output_channels, enable_deep_supervision=True) -> nn.Module:
         return cls.build_dm(len(configuration_manager.patch_size))
 
+    @classmethod
+    def post_channel_of(cls, channel_names: dict, dataset_name: str = "the dataset") -> int:
+        """The data channel of x_k: time point ``post_phase`` of the dataset's channels, where a ``SUB`` channel
+        (post1 - pre, appended by ``--subtraction``) is no time point."""
+        from nnunet_ext.datasets_conversion._dce_common import phase_channels
+
+        phases = phase_channels(channel_names)
+        if len(phases) < 2:
+            raise RuntimeError(f"{cls.__name__} needs a DCE dataset (channel 0 pre-contrast, then post-contrast "
+                               f"channels); {dataset_name} has {len(phases)} time point channel(s)")
+        return phases[cls.post_phase]
+
     def initialize(self):
         if not self.was_initialized:
-            channels = len(self.dataset_json["channel_names"])
-            if channels < 2:
-                raise RuntimeError(f"{self.__class__.__name__} needs a DCE dataset (channel 0 pre-contrast, then "
-                                   f"post-contrast channels); {self.plans_manager.dataset_name} has {channels} channel")
+            self.post_channel = self.post_channel_of(self.dataset_json["channel_names"],
+                                                     self.plans_manager.dataset_name)
         super().initialize()
 
     def set_deep_supervision_enabled(self, enabled: bool):

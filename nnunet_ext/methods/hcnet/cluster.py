@@ -4,11 +4,12 @@ classes and write the heterogeneity-map dataset that the HIPM learns from (``nnu
 Steps:
 
 1. **Volume-to-point mapping.** For every training case of the DCE dataset (``nnUNet_raw``; channel 0 pre-contrast,
-   then the post-contrast phases) the TIC ``{S_0..S_T}`` of each ROI voxel is read from the RAW images: nnU-Net's
-   per-channel z-score would rescale every phase on its own and distort the curves. ROI (``--roi``): ``breast`` (a
-   breast mask: ``<dataset>/breast_masks/<case>.nii.gz`` as the MAMA-MIA converter writes it, else
-   ``extrasTr/<case>_breast.nii.gz`` as ``nnunet-ext synth breast_dce --option masks_in_extras=true`` writes it),
-   ``box`` (the tumour label's bounding box grown by ``--box_margin_mm``; labelled cases only) or ``image``.
+   then the post-contrast phases; a ``SUB`` channel is no phase and is left out) the TIC ``{S_0..S_T}`` of each ROI
+   voxel is read from the RAW images: nnU-Net's per-channel z-score would rescale every phase on its own and
+   distort the curves. ROI (``--roi``): ``breast`` (a breast mask: ``<dataset>/breast_masks/<case>.nii.gz`` as the
+   MAMA-MIA converter writes it, else ``extrasTr/<case>_breast.nii.gz`` as ``nnunet-ext synth breast_dce --option
+   masks_in_extras=true`` writes it), ``box`` (the tumour label's bounding box grown by ``--box_margin_mm``;
+   labelled cases only) or ``image``.
 2. **Normalisation** (Sect. 2.1): min-max, per case over all ROI values by default (one scale per case removes the
    signal differences between individuals but keeps the enhancement differences between voxels); ``voxel`` scales
    every curve to [0, 1] on its own (shape only).
@@ -95,11 +96,17 @@ def read_dataset_json(folder: Path) -> dict:
 
 
 def find_cases(folder: Path, meta: dict) -> list[DCECase]:
-    """Training and test cases with all their phases; a missing phase is an error naming the case and file."""
-    channels = len(meta.get("channel_names", {}))
-    if channels < 2:
-        raise UserInputError(f"{folder.name} has {channels} channel(s): TIC clustering needs a DCE dataset with a "
-                             "pre-contrast and at least one post-contrast phase (2 time points or more)")
+    """Training and test cases with all their phases (every channel but a ``SUB`` one); a missing phase is an error
+    naming the case and file."""
+    from nnunet_ext.datasets_conversion._dce_common import phase_channels
+
+    names = meta.get("channel_names", {})
+    phases = phase_channels(names)
+    if len(phases) < 2:
+        besides = " besides SUB" if len(phases) < len(names) else ""
+        raise UserInputError(f"{folder.name} has {len(phases)} channel(s){besides}: TIC clustering needs a DCE "
+                             "dataset with a pre-contrast and at least one post-contrast phase (2 time points or "
+                             "more)")
     unlabeled = set(meta.get("unlabeled_cases", []))
     cases = []
     for split in ("Tr", "Ts"):
@@ -108,10 +115,10 @@ def find_cases(folder: Path, meta: dict) -> list[DCECase]:
             continue
         identifiers = sorted({p.name[:-len(FILE_ENDING) - 5] for p in images.glob(f"*_0000{FILE_ENDING}")})
         for identifier in identifiers:
-            files = [images / f"{identifier}_{c:04d}{FILE_ENDING}" for c in range(channels)]
+            files = [images / f"{identifier}_{c:04d}{FILE_ENDING}" for c in phases]
             for f in files:
                 if not f.is_file():
-                    raise UserInputError(f"case {identifier}: missing phase {f} (dataset.json names {channels} "
+                    raise UserInputError(f"case {identifier}: missing phase {f} (dataset.json names {len(names)} "
                                          "channels)")
             label = folder / f"labels{split}" / f"{identifier}{FILE_ENDING}"
             has_label = label.is_file() and identifier not in unlabeled
