@@ -33,6 +33,8 @@ COMMANDS = {
                   "Mammo-SAM tools (export-encoder: trained model -> SAM-format encoder checkpoint)"),
     "hcnet": ("nnunet_ext.methods.hcnet.cli",
               "HCNet tools (cluster: DCE dataset -> TIC heterogeneity-map dataset for HCNetHIPMTrainer)"),
+    "postprocess": ("nnunet_ext.methods.contrastive.postprocess",
+                    "post-processing (breast-mask: keep predicted lesions inside breast masks)"),
     "benchmark": ("nnunet_ext.benchmark.cli", "run a YAML benchmark spec (resumable jobs, local or SLURM) / report"),
     "convert": ("nnunet_ext.convert", "convert a public dataset into nnU-Net raw datasets (list: nnunet-ext convert)"),
 }

@@ -3,8 +3,8 @@
 ``discover_trainers()`` lists every nnU-Net trainer class the ``trainers/`` shims export, so a new method's trainers
 join the suite by merely existing (a results file records ``len(discover_trainers())`` as ``conformance_trainers``).
 
-The rest builds what the suite checks against: a tiny ``breast_dce`` phantom pair (DCE dataset with pre, post1,
-post2 channels and its pre-contrast-only twin) planned and preprocessed by nnU-Net itself with ``CPUPlanner``, plans
+The rest builds what the suite checks against: a tiny ``breast_dce`` phantom pair (bilateral DCE dataset with pre,
+post1, post2 and SUB channels and its pre-contrast-only twin) planned and preprocessed by nnU-Net itself with ``CPUPlanner``, plans
 patched to tiny patches, and one cached "conformance run" per (trainer, configuration): ``initialize``,
 ``on_train_start``, one ``train_step`` on a batch of the trainer's own dataloader, ``save_checkpoint``.
 
@@ -35,6 +35,9 @@ CONFIGURATIONS = ("2d", "3d_fullres")
 PLANNER, PLANS = "CPUPlanner", "nnUNetPlansCPU"
 DCE_DATASET_ID, PRE_ONLY_DATASET_ID = 981, 982   # private nnU-Net root: any free ids
 IMAGE_SHAPE = (16, 32, 32)
+# two breasts (the contrastive pretraining mirrors tumours across the midline) and the subtraction channel: channels
+# pre, post1, post2, SUB
+DCE_OPTIONS = {"bilateral": True, "subtraction": True}
 TRAINING_CASES, TEST_CASES = 5, 1                # 5: nnU-Net's 5-fold split needs one case per fold
 TINY_PATCH_SIZE = {"2d": [32, 32], "3d_fullres": [16, 16, 16]}
 BATCH_SIZE = 2                                   # BatchNorm-based networks need > 1 sample per batch
@@ -90,7 +93,7 @@ def supported_configurations(cls: type[nnUNetTrainer]) -> tuple[str, ...]:
 # --- method-specific facts ----------------------------------------------------------------------------------------
 
 def conformance_dataset(cls: type[nnUNetTrainer]) -> str:
-    """``"dce"`` (3 channels, labelled) or ``"pre_only"`` (its 1-channel twin): the dataset the trainer trains on."""
+    """``"dce"`` (4 channels, labelled) or ``"pre_only"`` (its 1-channel twin): the dataset the trainer trains on."""
     from nnunet_ext.methods.dkm.trainers import DKMTrainer
     from nnunet_ext.methods.hcnet.trainers import HCNetHIPMTrainer, HCNetTrainerNoPrior, UXNetTrainer
 
@@ -99,14 +102,17 @@ def conformance_dataset(cls: type[nnUNetTrainer]) -> str:
 
 def predicts_segmentation(cls: type[nnUNetTrainer]) -> bool:
     """False for trainers whose network is no segmentation model (``nnUNetPredictor`` does not apply to them)."""
+    from nnunet_ext.methods.contrastive.trainers import TumorBgPretrainTrainer
     from nnunet_ext.methods.dkm.trainers import DKMDiffusionTrainer
 
-    return not issubclass(cls, DKMDiffusionTrainer)  # the DM denoises; `nnunet-ext dkm synthesize-post` runs it
+    # the DM denoises (`nnunet-ext dkm synthesize-post` runs it); a pretraining network embeds patches
+    return not issubclass(cls, (DKMDiffusionTrainer, TumorBgPretrainTrainer))
 
 
 def pretrained_prerequisites(cls: type[nnUNetTrainer]) -> dict[str, type[nnUNetTrainer] | Callable[[Path], Path]]:
     """Environment variable -> what it must name while ``cls`` is initialized: a trainer class (its conformance
     checkpoint: a pretrained part trained by another trainer) or a function writing a weights file into a folder."""
+    from nnunet_ext.methods.contrastive import trainers as contrastive
     from nnunet_ext.methods.dkm.trainers import DKMTrainer
     from nnunet_ext.methods.hcnet.trainers import HCNetTrainer
     from nnunet_ext.methods.mammo_sam.trainers import MammoSAMTrainer
@@ -115,6 +121,8 @@ def pretrained_prerequisites(cls: type[nnUNetTrainer]) -> dict[str, type[nnUNetT
         return {"nnUNet_ext_dkm_dm_checkpoint": cls.dm_trainer}
     if issubclass(cls, HCNetTrainer):
         return {"nnUNet_ext_hcnet_hipm_checkpoint": cls.hipm_trainer}
+    if issubclass(cls, contrastive.TumorBgFusionTrainer) and cls.pretrain_trainer is not None:
+        return {"nnUNet_ext_contrastive_checkpoint": getattr(contrastive, cls.pretrain_trainer)}
     if issubclass(cls, MammoSAMTrainer) and cls.needs_sam_weights:
         return {"nnUNet_ext_sam_checkpoint": lambda folder: random_sam_checkpoint(folder, cls.preset, cls.decoder)}
     return {}
@@ -210,7 +218,7 @@ def build_datasets(monkeypatch, raw_root: Path, preprocessed_root: Path) -> dict
 
     dce_raw, pre_raw = synthesize("breast_dce", DCE_DATASET_ID, cases=TRAINING_CASES, test_cases=TEST_CASES, seed=0,
                                   raw=str(raw_root), pre_only_id=PRE_ONLY_DATASET_ID,
-                                  options={"shape": IMAGE_SHAPE})
+                                  options={"shape": IMAGE_SHAPE, **DCE_OPTIONS})
     with monkeypatch.context() as planning:
         planning_in_process(planning)
         planning.setenv("nnUNet_n_proc_DA", "1")  # nnU-Net's planner calls set_num_threads with it; 0 crashes

@@ -1013,8 +1013,8 @@ MASK = ["postprocess", "breast-mask", "-i", f"{W}/eval/pred", "-m", f"{W}/eval/r
 MASK1 = "eval/ref/case_001.nii.gz"
 
 POSTPROCESS_ROWS = [
-    _case("postprocess-missing_predictions", [*MASK[:3], f"{W}/nope", *MASK[4:]], r"prediction folder not found: .*nope",
-          absent=MASK_OUT),
+    _case("postprocess-missing_predictions", [*MASK[:3], f"{W}/nope", *MASK[4:]],
+          r"prediction folder not found: .*nope", absent=MASK_OUT),
     _case("postprocess-missing_masks", [*MASK[:5], f"{W}/nope", *MASK[6:]], r"mask folder not found: .*nope",
           absent=MASK_OUT),
     _case("postprocess-no_mask_for_case", MASK, r"no breast mask for case case_001 in .*eval/ref",
@@ -1213,8 +1213,8 @@ DISPATCHER_ROWS = [
 ]
 
 CASES: list[Case] = (DISPATCHER_ROWS + ENV_ROWS + SYNTH_ROWS + EVALUATE_ROWS + PLAN_ROWS + DKM_ROWS + CONVERT_ROWS
-                     + FFPN_ROWS + MAMMO_SAM_ROWS + HCNET_ROWS + POSTPROCESS_ROWS + BHSD_ROWS + REGISTER_ROWS + DEMO_ROWS
-                     + BENCHMARK_ROWS)
+                     + FFPN_ROWS + MAMMO_SAM_ROWS + HCNET_ROWS + POSTPROCESS_ROWS + BHSD_ROWS + REGISTER_ROWS
+                     + DEMO_ROWS + BENCHMARK_ROWS)
 
 
 def count_cases() -> int:
