@@ -201,6 +201,7 @@ def plan_jobs(spec: Spec, workdir: Path, datasets: dict, device: str, code: dict
                     payload.update(predict=row.predict, dataset_id=row.dataset, dataset_name=info.folder.name,
                                    trainer=row.trainer, evaluate=row.evaluate, hc18_csv=sub(row.hc18_csv),
                                    predict_args=list(row.predict_args), raw_labels=str(info.folder / "labelsTr"),
+                                   regions=row.regions,
                                    plans=plans, configuration=row.configuration,
                                    test_images=str(sub(row.test_images) or info.test_images),
                                    test_labels=str(sub(row.test_labels) or info.test_labels))
@@ -356,7 +357,8 @@ def _evaluate(payload: dict, job_dir: Path, predictions: Path, references: str |
     from nnunet_ext.metrics.evaluate import case_name, evaluate_folders
 
     summary = evaluate_folders(references or payload["test_labels"], predictions, output_json=job_dir / "summary.json",
-                               output_csv=job_dir / "per_case.csv", hc18_csv=payload.get("hc18_csv"))
+                               output_csv=job_dir / "per_case.csv", hc18_csv=payload.get("hc18_csv"),
+                               regions=payload.get("regions"))
     if not payload.get("hc18_csv"):
         return None
     per_case = {}

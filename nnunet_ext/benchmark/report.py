@@ -87,9 +87,13 @@ def per_case_records(jobs: list[dict]) -> list[dict]:
         summary_path = Path(job["dir"]) / "summary.json"
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
-            for case in summary["metric_per_case"]:
+            # a row evaluated by regions (``regions:``) reports its regions as its labels
+            evaluated = summary["regions"]["metric_per_case"] if "regions" in summary else summary["metric_per_case"]
+            for case in evaluated:
                 name = case_name(case["reference_file"])
                 for label, metrics in case["metrics"].items():
+                    if label == MEAN_LABEL:
+                        continue  # the report averages labels itself
                     for metric in METRICS:
                         value = metrics.get(metric)
                         records.append({**base, "case": name, "label": label, "metric": metric,
@@ -118,7 +122,9 @@ def _add_label_means(records: list[dict], labels: list[str]) -> list[dict]:
 def analyse(spec: Spec, jobs: list[dict]) -> dict:
     """Statistics of every (row, label, metric): :func:`stats.describe` and paired comparisons with the baseline."""
     records = per_case_records(jobs)
-    found = sorted({r["label"] for r in records if r["label"] not in (JOB_LABEL, "0")}, key=int)
+    # numeric labels in order, then region names in the order they first appear
+    found = list(dict.fromkeys(r["label"] for r in records if r["label"] not in (JOB_LABEL, "0")))
+    found = sorted(found, key=lambda label: (0, int(label)) if label.isdigit() else (1, found.index(label)))
     labels = [str(label) for label in spec.labels] if spec.labels else found
     records = _add_label_means(records, labels)
     boot = spec.bootstrap

@@ -92,6 +92,7 @@ class RowSpec:
                                       # (predict the test images for a later row, e.g. a merge; no metrics)
     hc18_csv: str | None = None       # train rows: HC18 CSV -> per-case HC_abs_diff_mm and HD95_px
     predict_args: tuple[str, ...] = ()  # train rows: extra nnUNetv2_predict arguments (e.g. --save_probabilities)
+    regions: str | None = None        # train rows: evaluate regions (``nnunet-ext evaluate --regions``), not labels
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ def _check_id(value: int, path: str) -> None:
 
 _ROW_COMMON = {"label", "kind", "folds", "seeds", "requires", "env"}
 _TRAIN_KEYS = _ROW_COMMON | {"trainer", "dataset", "configuration", "plans", "schedule", "ensemble", "test_images",
-                             "test_labels", "predict", "evaluate", "hc18_csv", "predict_args"}
+                             "test_labels", "predict", "evaluate", "hc18_csv", "predict_args", "regions"}
 EVALUATE_SETS = ("test", "validation", "none")
 _COMMAND_KEYS = _ROW_COMMON | {"command", "setup", "teardown", "cwd", "extract", "json", "timeout_min"}
 
@@ -378,6 +379,14 @@ def _row(entry: Any, path: str, defaults: dict) -> RowSpec:
         ensemble = False
     if entry.get("ensemble") and len(numeric) < 2:
         raise UserInputError(f"{path}.ensemble needs at least two numbered folds, the row has {list(folds)}")
+    regions = _get(entry, "regions", path, (str,))
+    if regions is not None:
+        from nnunet_ext.metrics.evaluate import parse_regions
+
+        try:
+            parse_regions(regions)
+        except UserInputError as exc:
+            raise UserInputError(f"{path}.regions: {exc}") from None
     definition = {**definition, "env": env, "schedule": schedule, "folds": [str(f) for f in folds],
                   "configuration": _get(entry, "configuration", path, (str,), default="3d_fullres")}
     return RowSpec(folds=folds, ensemble=ensemble and len(numeric) >= 2, definition=definition, trainer=trainer,
@@ -385,7 +394,18 @@ def _row(entry: Any, path: str, defaults: dict) -> RowSpec:
                    schedule=schedule, test_images=_get(entry, "test_images", path, (str,)),
                    test_labels=_get(entry, "test_labels", path, (str,)), predict=predict, evaluate=evaluate,
                    hc18_csv=_get(entry, "hc18_csv", path, (str,)),
-                   predict_args=tuple(_str_list(entry.get("predict_args") or [], f"{path}.predict_args")), **common)
+                   predict_args=tuple(_str_list(entry.get("predict_args") or [], f"{path}.predict_args")),
+                   regions=regions, **common)
+
+
+def _row_regions(data: dict, label: str) -> list[str]:
+    """Region names of the row labelled ``label`` (its ``regions:``), [] for rows evaluated by labels."""
+    from nnunet_ext.metrics.evaluate import parse_regions
+
+    for entry in data.get("rows") or []:
+        if isinstance(entry, dict) and entry.get("label") == label and isinstance(entry.get("regions"), str):
+            return list(parse_regions(entry["regions"]))
+    return []
 
 
 _TOP_KEYS = {"name", "description", "datasets", "rows", "folds", "seeds", "metrics", "labels", "baseline",
@@ -600,8 +620,10 @@ def _check_summary(summary: dict, labels: list[str], baseline: str | None, data:
             if vs not in labels:
                 raise UserInputError(f"{path}.vs: no row labelled '{vs}'")
         label = entry.get("label")
-        if label is not None and not (isinstance(label, int) and not isinstance(label, bool)) and label != "mean":
-            raise UserInputError(f"{path}.label must be a label value (integer) or 'mean', got {label!r}")
+        if label is not None and not (isinstance(label, int) and not isinstance(label, bool)) and label != "mean" \
+                and not (isinstance(label, str) and label in _row_regions(data, row)):
+            raise UserInputError(f"{path}.label must be a label value (integer), 'mean' or a region of the row's "
+                                 f"regions, got {label!r}")
         out[key] = {"row": row, "metric": metric, "stat": stat, "vs": vs,
                     "label": str(label) if label is not None else None}
     return out

@@ -235,3 +235,25 @@ def test_target_met(figures, met):
     from nnunet_ext.benchmark.report import target_met
 
     assert target_met([["d", ">=", 0.05], ["ci[0]", ">", 0]], figures) is met
+
+
+def test_region_rows_report_their_regions_as_labels(tmp_path):
+    """A row with ``regions:`` is read from the ``regions`` part of summary.json: one label per region, the label mean
+    over the regions, and summary entries that name a region."""
+    spec = copy.deepcopy(SPEC)
+    spec["rows"][1]["regions"] = "lesion=1,2;enhancing=2"
+    spec["summary"] = {"better_lesion": {"row": "better", "metric": "Dice", "label": "lesion"},
+                       "better_mean": {"row": "better", "metric": "Dice", "label": "mean"}}
+    workdir, jobs = _write_study(tmp_path, spec_data=spec)
+    for job in jobs:
+        if job.label == "better":
+            cases = [{"reference_file": f"/ref/{c}.nii.gz", "prediction_file": f"/p/{c}.nii.gz",
+                      "metrics": {"lesion": {"Dice": 0.8, "HD95": 2.0}, "enhancing": {"Dice": 0.4, "HD95": 4.0},
+                                  "mean": {"Dice": 0.6, "HD95": 3.0}}} for c in CASES]
+            (job.dir / "summary.json").write_text(json.dumps({"metric_per_case": [], "regions": {
+                "metric_per_case": cases}}))
+    data = build_report(workdir, command="nnunet-ext benchmark report wd")
+    metrics = data["rows"]["better"]["metrics"]
+    assert set(metrics) >= {"lesion", "enhancing", "mean"} and "1" not in metrics
+    assert data["better_lesion"] == pytest.approx(0.8) and data["better_mean"] == pytest.approx(0.6)
+    assert "1" in data["rows"]["base"]["metrics"] and "lesion" not in data["rows"]["base"]["metrics"]

@@ -81,3 +81,18 @@ def test_pretraining_network_embeds_in_training_and_refuses_to_segment():
     network.eval()
     with pytest.raises(RuntimeError, match="X is a pretraining network.*does not segment"):
         network(_x())
+
+
+@pytest.mark.parametrize("names,ok", [({"0": "pre", "1": "post1", "2": "SUB"}, True),
+                                      ({"0": "pre", "1": "post1", "2": "post2"}, False),
+                                      ({"0": "pre", "1": "SUB"}, False)])
+def test_the_subtraction_channel_is_required_last(names, ok):
+    from nnunet_ext.methods.contrastive.trainers import check_subtraction_channel, input_channels
+
+    if ok:
+        check_subtraction_channel("T", {"channel_names": names}, "D")
+        assert input_channels(len(names)) == [1, 2]
+    else:
+        with pytest.raises(RuntimeError, match="T reads the post-contrast channel 1 and a last channel SUB; D has "
+                                               "channels .*write it with --subtraction"):
+            check_subtraction_channel("T", {"channel_names": names}, "D")
