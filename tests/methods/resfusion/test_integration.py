@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,7 @@ def brats_run(tmp_path_factory):
     _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", BRATS_ID, "-c", "3d_fullres", "-np", 1, "-npfp", 1], env,
          root)
     _run([_bin("nnUNetv2_train"), BRATS_ID, "3d_fullres", "all", "-tr", TRAINER, "-device", "cpu"], env, root)
-    return {"env": env, "root": root, "raw": next((root / "ws").glob(f"**/Dataset{BRATS_ID}_BraTS2023GLI"))}
+    return {"env": env, "root": root, "raw": Path(env["nnUNet_raw"]) / f"Dataset{BRATS_ID}_BraTS2023GLI"}
 
 
 def test_region_training_predicts_brats_regions(brats_run, tmp_path):
