@@ -1,8 +1,8 @@
 """The contrastive method through nnU-Net's real commands on a tiny bilateral breast_dce phantom with the SUB channel
 (CPU): synth -> nnUNetv2_plan_and_preprocess -> nnUNetv2_train TumorBgPretrainTrainer_small (fold 0) ->
 TumorBgFusionTrainer_small (fold 0, finds the pretraining by the documented results path) -> nnUNetv2_predict; and
-the one-line refusals of a missing pretraining checkpoint and of a pretraining on cases outside the fold.
-(ResFusion's nnU-Net run is in tests/methods/resfusion/test_integration.py.)"""
+the one-line refusal of a missing pretraining checkpoint (the other refusals: test_trainers.py). ResFusion's nnU-Net
+run is in tests/methods/resfusion/test_integration.py."""
 from __future__ import annotations
 
 import json
@@ -72,14 +72,3 @@ def test_missing_pretraining_is_a_one_line_error(dce_run, tmp_path):
     message = proc.stderr + proc.stdout
     assert "pretrained encoder checkpoint not found" in message and "-tr SimSiamPretrainTrainer_small" in message
 
-
-def test_pretraining_outside_the_fold_is_refused(dce_run, tmp_path):
-    checkpoint = torch.load(_checkpoint(dce_run, PRETRAIN), map_location="cpu", weights_only=False)
-    every_case = sorted(p.name[:-len(".nii.gz")] for p in (dce_run["dce"] / "labelsTr").glob("*.nii.gz"))
-    checkpoint["pretraining_cases"] = every_case  # fold 0's validation cases included: their labels leaked
-    torch.save(checkpoint, tmp_path / "leaky.pth")
-    env = {**dce_run["env"], "nnUNet_results": str(tmp_path / "results"),
-           "nnUNet_ext_contrastive_checkpoint": str(tmp_path / "leaky.pth")}
-    proc = _train(env, tmp_path, FUSION, ok=False)
-    assert proc.returncode != 0
-    assert "outside fold 0's training cases" in proc.stderr + proc.stdout
