@@ -84,17 +84,13 @@ def residual_unet_from_plans(configuration_manager, num_input_channels: int, num
     """``ResidualUNet`` with the plans' stages, kernels, strides, conv/norm/nonlinearity and widths (``features``
     replaces the widths, truncated to the number of stages); ``features_only`` drops the final 1x1x1 segmentation
     conv so the network returns its full-resolution decoder features. Returns (network, output channels)."""
-    import pydoc
-
     from dynamic_network_architectures.architectures.unet import ResidualUNet
 
-    kwargs = dict(configuration_manager.network_arch_init_kwargs)
-    for key in configuration_manager.network_arch_init_kwargs_req_import:
-        if kwargs.get(key) is not None:
-            kwargs[key] = pydoc.locate(kwargs[key])
+    from nnunet_ext.training.plans_networks import plans_architecture_kwargs, stage_widths
+
+    kwargs = plans_architecture_kwargs(configuration_manager)
     n_stages = kwargs["n_stages"]
-    widths = list(features[:n_stages]) if features else list(kwargs["features_per_stage"])
-    widths += [widths[-1]] * (n_stages - len(widths))
+    widths = stage_widths(kwargs, features, None)
     network = ResidualUNet(
         input_channels=num_input_channels, n_stages=n_stages, features_per_stage=widths,
         conv_op=kwargs["conv_op"], kernel_sizes=kwargs["kernel_sizes"], strides=kwargs["strides"],
