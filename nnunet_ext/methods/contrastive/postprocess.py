@@ -28,18 +28,13 @@ def mask_file(masks: Path, case: str, ending: str) -> Path:
                          f"{', '.join(case + s + ending for s in MASK_SUFFIXES)})")
 
 
-def _same_geometry(a, b) -> bool:
-    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
-
-
 def apply_breast_masks(predictions: str | Path, masks: str | Path, output: str | Path, overwrite: bool = False
                        ) -> list[str]:
     """Mask every prediction in ``predictions`` with its breast mask; returns the case names written."""
     import SimpleITK as sitk
 
     from nnunet_ext.atomic import atomic_output_dir
+    from nnunet_ext.datasets_conversion._dce_common import geometry_mismatch
     from nnunet_ext.imageio import read_sitk_image
     from nnunet_ext.metrics.evaluate import case_name
 
@@ -59,9 +54,9 @@ def apply_breast_masks(predictions: str | Path, masks: str | Path, output: str |
                            written_by="nnunet-ext postprocess breast-mask") as tmp:
         for file, mask_path in pairs:
             prediction, mask = read_sitk_image(file, "prediction"), read_sitk_image(mask_path, "breast mask")
-            if not _same_geometry(prediction, mask):
-                raise UserInputError(f"{mask_path}: geometry differs from the prediction {file} (size "
-                                     f"{mask.GetSize()} vs {prediction.GetSize()}, spacing, origin or direction)")
+            mismatch = geometry_mismatch(prediction, mask)
+            if mismatch:
+                raise UserInputError(f"{mask_path}: geometry differs from the prediction {file} ({mismatch})")
             labels = sitk.GetArrayFromImage(prediction)
             kept = np.where(sitk.GetArrayFromImage(mask) > 0, labels, 0).astype(labels.dtype)
             image = sitk.GetImageFromArray(kept)

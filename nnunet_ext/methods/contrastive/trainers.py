@@ -46,7 +46,6 @@ from nnunet_ext.training.plans_networks import (deep_supervision_scales, initial
                                                 residual_encoder_from_plans, unet_decoder_for)
 
 PRESETS = {"plans": (None, None), "small": ((16, 32, 64, 128), 4)}
-SUBTRACTION_CHANNEL = "SUB"
 POST_CHANNEL = 1
 
 
@@ -56,6 +55,8 @@ def input_channels(num_input_channels: int) -> list[int]:
 
 
 def check_subtraction_channel(owner: str, dataset_json: dict, dataset_name: str) -> None:
+    from nnunet_ext.datasets_conversion._dce_common import SUBTRACTION_CHANNEL  # the name the writers give it
+
     names = [str(v) for _, v in sorted(dataset_json["channel_names"].items(), key=lambda kv: int(kv[0]))]
     if len(names) < 3 or names[-1].upper() != SUBTRACTION_CHANNEL:
         raise RuntimeError(f"{owner} reads the post-contrast channel 1 and a last channel {SUBTRACTION_CHANNEL}; "
