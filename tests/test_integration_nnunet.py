@@ -43,8 +43,10 @@ def trained(tmp_path_factory):
     _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "3d_fullres", "-np", "1",
           "-npfp", "1", "--verify_dataset_integrity"], env, elsewhere)
     for config, fold in (("3d_fullres", 0), ("3d_fullres", 1), ("2d", 0)):
+        # nnU-Net's final validation (spawned export workers, ~15 s) once, on the first fold; the others skip it
+        skip = {} if fold == 0 and config == "3d_fullres" else {"nnUNet_ext_skip_final_validation": "1"}
         _run([_bin("nnUNetv2_train"), str(DATASET_ID), config, str(fold), "-tr", "TinyTrainer", "-device", "cpu"],
-             env, elsewhere)
+             {**env, **skip}, elsewhere)
     return {"env": env, "raw": raw, "cwd": elsewhere, "root": root}
 
 
@@ -61,24 +63,31 @@ def _predict(trained, config, folds, out):
         assert set(np.unique(pred)) <= {0, 1}
 
 
+@pytest.fixture(scope="module")
+def fold0_predictions(trained, tmp_path_factory):
+    """3d_fullres fold 0 predictions of the test cases (checked by ``_predict``), made once for the tests below."""
+    out = tmp_path_factory.mktemp("pred_3d_fold0")
+    _predict(trained, "3d_fullres", ["0"], out)
+    return out
+
+
 def test_training_wrote_nnunet_results(trained):
     base = Path(trained["env"]["nnUNet_results"]) / f"Dataset{DATASET_ID:03d}_BreastDCE"
     for config, fold in (("3d_fullres", 0), ("3d_fullres", 1), ("2d", 0)):
         folder = base / f"TinyTrainer__nnUNetPlans__{config}" / f"fold_{fold}"
         assert (folder / "checkpoint_final.pth").is_file()
-        assert (folder / "validation" / "summary.json").is_file()
+    assert (base / "TinyTrainer__nnUNetPlans__3d_fullres" / "fold_0" / "validation" / "summary.json").is_file()
 
 
-@pytest.mark.parametrize("config,folds", [("3d_fullres", ["0"]), ("3d_fullres", ["0", "1"]), ("2d", ["0"])])
+@pytest.mark.parametrize("config,folds", [("3d_fullres", ["0", "1"]), ("2d", ["0"])])
 def test_predict_single_fold_and_ensemble(trained, tmp_path, config, folds):
     _predict(trained, config, folds, tmp_path / "pred")
 
 
-def test_evaluate_predictions(trained, tmp_path):
-    _predict(trained, "3d_fullres", ["0"], tmp_path / "pred")
-    _run([_bin("nnunet-ext"), "evaluate", "-ref", str(trained["raw"] / "labelsTs"), "-pred", str(tmp_path / "pred")],
+def test_evaluate_predictions(trained, fold0_predictions):
+    _run([_bin("nnunet-ext"), "evaluate", "-ref", str(trained["raw"] / "labelsTs"), "-pred", str(fold0_predictions)],
          trained["env"], trained["cwd"])
-    summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+    summary = json.loads((fold0_predictions / "summary.json").read_text())
     assert {"Dice", "HD95", "ASD", "PPV", "SEN"} <= set(summary["mean"]["1"])
 
 
@@ -104,7 +113,7 @@ def test_deterministic_option_gives_identical_weights(trained, tmp_path):
     weights = []
     for run in ("a", "b"):
         env = {**trained["env"], "nnUNet_results": str(tmp_path / run), "nnUNet_ext_deterministic": "1",
-               "nnUNet_ext_epochs": "1", "nnUNet_ext_val_iters": "1"}
+               "nnUNet_ext_epochs": "1", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
         _run([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", "TinyTrainer", "-device", "cpu"],
              env, trained["cwd"])
         ckpt = next((tmp_path / run).rglob("checkpoint_final.pth"))

@@ -155,15 +155,17 @@ def test_output_folder_input_file_and_missing_antspyx_are_refused(pair, tmp_path
 @pytest.mark.slow
 def test_real_brain_pair_smoke(tmp_path):
     """The real pair (../shared/data/brain_mri_pair), one ConvNet IO step: the unregistered Dice over the 30 labels is
-    the documented 0.5224 and every label has an entry."""
+    the documented 0.5224 and every label has an entry. The step runs at 1/4 resolution (a full-resolution step
+    costs minutes on a CPU); the field is upsampled to the full grid, where every Dice is measured."""
     folder = shared_data("brain_mri_pair")
     out = tmp_path / "real.json"
     assert main(["--method", "convnet_io", "--fixed", str(folder / "subject_vxm.npz"),
                  "--moving", str(folder / "subject_l2r_vol.npz"), "--fixed_seg", str(folder / "subject_vxm.npz"),
                  "--moving_seg", str(folder / "subject_l2r_seg.npz"), "--labels", str(folder / "labels.npz"),
-                 "--iterations", "1", "-o", str(out)]) == 0
+                 "--iterations", "1", "--downsample", "4", "-o", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["dice_before"] == pytest.approx(0.5224, abs=5e-5)
     assert len(result["per_case"]) == 30
     assert result["grid"]["shape"] == [224, 192, 160]  # the npz arrays are (x, y, z): ours are (z, y, x)
-    assert result["dice"] == pytest.approx(result["dice_before"], abs=0.02)  # one step barely moves anything
+    # one step barely moves anything (the 1/4-resolution field's displacements grow 4x with its upsampling)
+    assert result["dice"] == pytest.approx(result["dice_before"], abs=0.05)
