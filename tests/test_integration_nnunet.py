@@ -7,27 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nnunet_ext.imageio import read_image
+from tests.conftest import nnunet_bin as _bin, run_command as _run
 
 pytestmark = pytest.mark.slow
 DATASET_ID = 311
-
-
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def _run(cmd, env, cwd):
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +91,8 @@ def test_plan_with_our_planner_through_nnunet_api(trained):
 
 
 def test_unknown_planner_is_one_line_error(trained):
-    proc = subprocess.run([_bin("nnunet-ext"), "plan_and_preprocess", "-d", str(DATASET_ID), "-pl", "NoSuchPlanner",
-                           "--no_pp"], env=trained["env"], cwd=trained["cwd"], capture_output=True, text=True)
+    proc = _run([_bin("nnunet-ext"), "plan_and_preprocess", "-d", DATASET_ID, "-pl", "NoSuchPlanner", "--no_pp"],
+                trained["env"], trained["cwd"], ok=False)
     assert proc.returncode != 0 and "planner 'NoSuchPlanner' not found" in proc.stderr.strip().splitlines()[-1]
 
 
