@@ -38,6 +38,36 @@ def git_state(repo: str | os.PathLike = REPOSITORY) -> dict:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+def committed_file(path: str | os.PathLike, repo: str | os.PathLike = REPOSITORY) -> dict:
+    """Whether ``path`` is the file committed at the repository's HEAD: ``{"sha256", "committed", "why"}``.
+
+    A results file must come from a committed command; a spec edited in place or copied outside the checkout would
+    give figures no commit can reproduce. ``committed`` is None outside a git checkout (a wheel install).
+    """
+    import hashlib
+
+    path, repo = Path(path).resolve(), Path(repo).resolve()
+    content = path.read_bytes()
+    state = {"sha256": hashlib.sha256(content).hexdigest(), "committed": False}
+    try:
+        relative = path.relative_to(repo).as_posix()
+    except ValueError:
+        return {**state, "why": f"outside the repository {repo}"}
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{relative}"], capture_output=True, timeout=30)
+        tracked = subprocess.run(["git", "-C", str(repo), "rev-parse", "--is-inside-work-tree"], capture_output=True,
+                                 timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return {**state, "committed": None, "why": "git is not available"}
+    if not tracked:
+        return {**state, "committed": None, "why": "not a git checkout"}
+    if head.returncode != 0:
+        return {**state, "why": f"{relative} is not committed at HEAD"}
+    if head.stdout != content:
+        return {**state, "why": f"{relative} differs from the file committed at HEAD"}
+    return {**state, "committed": True, "why": f"{relative} as committed at HEAD"}
+
+
 def device_description(device: str | None = None) -> str:
     """``"cpu (N cores)"`` or ``"cuda: <GPU name>"`` for the device a run used (default: CUDA if present)."""
     import torch

@@ -308,6 +308,17 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _spec_state_line(state: dict | None) -> str:
+    """Whether the study's spec was the committed file: a result from an edited or copied spec says so loudly."""
+    if not state:
+        return "- spec state: not recorded (a study run before spec states were recorded)"
+    if state.get("committed"):
+        return f"- spec state: {state['why']} (sha256 `{state['sha256'][:12]}`)"
+    if state.get("committed") is None:
+        return f"- spec state: unknown ({state.get('why')})"
+    return f"- **spec state: not the committed spec** ({state['why']}; sha256 `{state['sha256'][:12]}`)"
+
+
 def render_markdown(spec: Spec, study: dict, jobs: list[dict], analysis: dict, summary: dict,
                     provenance_rows: dict, report_provenance: dict, plots: list[str]) -> str:
     from nnunet_ext.provenance import markdown_block
@@ -330,7 +341,8 @@ def render_markdown(spec: Spec, study: dict, jobs: list[dict], analysis: dict, s
               f"`{spec.name}.findings.md`, which no command writes.", "",
               "## Provenance", "", "Study run (the invocation that planned the jobs below):", "",
               f"- spec: `{study.get('spec_file')}`; workdir: `{study.get('workdir')}`; executor: "
-              f"{study.get('executor')}", f"- invocation: `{study.get('invocation')}`", "",
+              f"{study.get('executor')}", f"- invocation: `{study.get('invocation')}`",
+              _spec_state_line(study.get("spec_state")), "",
               "This report:", "", markdown_block(report_provenance), ""]
     commits = {c for p in provenance_rows.values() for c in p["commits"]}
     if len(commits) > 1:
@@ -610,6 +622,7 @@ def build_report(workdir: str | Path, results: str | Path | None = None, command
     plots = write_plots(spec, jobs, analysis, results, report_provenance, provenance_rows)
     data = {**nested(summary), "commit": commit, "name": spec.name,
             "provenance": {"report": report_provenance, "study_invocation": study.get("invocation"),
+                           "spec_file": study.get("spec_file"), "spec_state": study.get("spec_state"),
                            "rows": provenance_rows},
             "rows": {row: {"metrics": analysis["table"].get(row, {}), "paired": {
                 label: {m: {k: v for k, v in c.items() if k != "per_case"} for m, c in metrics.items()}

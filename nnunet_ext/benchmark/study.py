@@ -59,6 +59,7 @@ def run_study(spec: Spec, workdir: str | Path | None = None, results: str | Path
     from nnunet_ext.benchmark.datasets import prepare_datasets
     from nnunet_ext.benchmark.executors import EXECUTORS, LocalBackend, SubmititBackend, execute
     from nnunet_ext.pipeline import check_device, default_device
+    from nnunet_ext.provenance import committed_file
 
     if executor not in EXECUTORS:
         raise UserInputError(f"--executor must be one of {', '.join(EXECUTORS)}, got '{executor}'")
@@ -95,8 +96,12 @@ def run_study(spec: Spec, workdir: str | Path | None = None, results: str | Path
             for job in jobs:
                 log(f"  {'skip' if states[job.id] == FINISHED else 'run '}  {job.id}  key {job.key[:12]}")
             return {}
-        study = {"name": spec.name, "spec_file": spec.file, "spec": spec.source, "workdir": str(workdir),
-                 "results": str(results), "device": device, "executor": executor, "invocation": invocation,
+        spec_state = committed_file(spec.file) if spec.file else {"committed": None, "why": "parsed, not read"}
+        if spec_state["committed"] is False:
+            log(f"warning: the spec is not the committed one ({spec_state['why']}); the report will say so")
+        study = {"name": spec.name, "spec_file": spec.file, "spec_state": spec_state, "spec": spec.source,
+                 "workdir": str(workdir), "results": str(results), "device": device, "executor": executor,
+                 "invocation": invocation,
                  "code": code, "jobs": [{"id": j.id, "label": j.label, "kind": j.kind, "fold": j.fold,
                                          "seed": j.seed, "key": j.key, "requires": j.requires} for j in jobs]}
         (workdir / STUDY_FILE).write_text(json.dumps(study, indent=2, default=str) + "\n")

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from nnunet_ext.benchmark.jobs import read_job_record
-from nnunet_ext.benchmark.spec import parse_spec
+from nnunet_ext.benchmark.spec import load_spec, parse_spec
 from nnunet_ext.benchmark.study import run_study, workdir_lock
 from nnunet_ext.errors import UserInputError
 
-from .conftest import CODE, command_spec
+from .conftest import CODE, command_spec, write_spec
 
 COUNTING = command_spec("resume", seeds=[0, 1], rows=[
     {"label": "count", "kind": "command", "command": "echo {seed} >> {workdir}/runs.txt; echo value={seed}",
@@ -58,6 +58,18 @@ def test_stale_outputs_are_removed_not_mixed(tmp_path):
     (job_dir / "leftover.txt").write_text("from the old code")
     _run(tmp_path, code={**CODE, "commit": "c" * 40})
     assert not (job_dir / "leftover.txt").exists() and read_job_record(job_dir)["status"] == "finished"
+
+
+def test_a_spec_outside_the_checkout_is_reported_as_not_committed(tmp_path):
+    spec = load_spec(write_spec(tmp_path, COUNTING))
+    messages = []
+    result = run_study(spec, tmp_path / "wd", tmp_path / "results", code=CODE, device="cpu", progress=False,
+                       log=messages.append)
+    state = result["provenance"]["spec_state"]
+    assert state["committed"] is False and "outside the repository" in state["why"]
+    assert any(m.startswith("warning: the spec is not the committed one") for m in messages)
+    assert "**spec state: not the committed spec** (outside the repository" in \
+        (tmp_path / "results" / "resume.md").read_text()
 
 
 def test_dry_run_changes_no_job(tmp_path):
