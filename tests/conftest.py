@@ -37,6 +37,20 @@ def nnunet_env(tmp_path, monkeypatch):
     return env
 
 
+def tiny_schedule_env(workspace: Path, final_validation: bool = False) -> dict:
+    """This process's environment plus nnU-Net folders under ``workspace`` and the integration tests' schedule:
+    1 epoch x 2 iterations, 1 validation iteration, nnU-Net's final validation only where a test reads it."""
+    import os
+
+    from nnunet_ext.env import environment
+
+    env = {**os.environ, **environment(Path(workspace), keep_existing=False), "nnUNet_ext_epochs": "1",
+           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1"}
+    if not final_validation:
+        env["nnUNet_ext_skip_final_validation"] = "1"
+    return env
+
+
 def shared_data(sub: str) -> Path:
     """Path into ../shared/data, skipping the test (with the reason) when the folder is absent."""
     path = SHARED_DATA / sub

@@ -5,7 +5,6 @@ unlabeled pool from ``synth --labeled_cases``) / two ``BHSDSingleClassTrainer_X`
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 343
@@ -23,12 +22,10 @@ TRAINERS = ("BHSDTrainer_allneg", "CPSTrainer", "BHSDSingleClassTrainer_IPH", "B
 
 @pytest.fixture(scope="module")
 def bhsd_run(tmp_path_factory):
-    from nnunet_ext.env import environment
     from nnunet_ext.synth.cli import synthesize
 
     root = tmp_path_factory.mktemp("bhsd")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(root / "ws")
     # 10 scans, the last 3 without labels (the CPS pool); about half of the rest without bleeding (negatives)
     (raw,) = synthesize("head_ct_ich", DATASET, cases=10, test_cases=2, seed=3, raw=env["nnUNet_raw"],
                         labeled_cases=7, options={"shape": (16, 32, 32), "negative_fraction": 0.5})

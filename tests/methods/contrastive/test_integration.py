@@ -6,13 +6,12 @@ run is in tests/methods/resfusion/test_integration.py."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DCE_ID = 471
@@ -26,12 +25,10 @@ def _train(env, cwd, trainer, fold=0, ok=True):
 
 @pytest.fixture(scope="module")
 def dce_run(tmp_path_factory):
-    from nnunet_ext.env import environment
     from nnunet_ext.synth.cli import synthesize
 
     root = tmp_path_factory.mktemp("contrastive")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(root / "ws")
     (dce,) = synthesize("breast_dce", DCE_ID, cases=6, test_cases=2, seed=0, raw=env["nnUNet_raw"],
                         options={"shape": (16, 24, 48), "n_post": 1, "bilateral": True, "subtraction": True})
     _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", DCE_ID, "-c", "3d_fullres", "-np", 1, "-npfp", 1], env, root)

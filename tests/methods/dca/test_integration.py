@@ -5,7 +5,6 @@ one fold and the 2-fold ensemble -> ``nnunet-ext evaluate``; the atlas bank trav
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 361
@@ -25,12 +24,10 @@ SHAPE = (20, 24, 20)
 
 @pytest.fixture(scope="module")
 def dca_run(tmp_path_factory):
-    from nnunet_ext.env import environment
     from nnunet_ext.synth.cli import synthesize
 
     root = tmp_path_factory.mktemp("dca")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(root / "ws")
     (raw,) = synthesize("brain_pairs", DATASET, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
                         options={"shape": SHAPE, "layout": "subjects"})
     _run([_bin("nnunet-ext"), "plan_and_preprocess", "-d", DATASET, "-pl", "WholeVolumePlanner", "-c",

@@ -4,7 +4,6 @@ the 2-fold ensemble), nnunet-ext dkm synthesize-post."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DCE_ID, PRE_ID = 321, 322
@@ -20,12 +19,10 @@ DCE_ID, PRE_ID = 321, 322
 
 @pytest.fixture(scope="module")
 def dkm_run(tmp_path_factory):
-    from nnunet_ext.env import environment
     from nnunet_ext.synth.cli import synthesize
 
     root = tmp_path_factory.mktemp("dkm")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1"}
+    env = tiny_schedule_env(root / "ws", final_validation=True)
     dce, pre = synthesize("breast_dce", DCE_ID, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
                           pre_only_id=PRE_ID, options={"shape": (16, 32, 32)})
     _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", DCE_ID, PRE_ID, "-c", "3d_fullres", "-np", 1, "-npfp", 1],

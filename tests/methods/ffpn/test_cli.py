@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run, shared_data
+from tests.conftest import nnunet_bin as _bin, run_command as _run, shared_data, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 333
@@ -34,11 +33,8 @@ def _subset(source, target, names):
 
 
 def test_train_on_real_hc18_and_predict_a_png_folder(tmp_path):
-    from nnunet_ext.env import environment
-
     source = shared_data("hc18")
-    env = {**os.environ, **environment(tmp_path / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(tmp_path / "ws")
     subset = _subset(source, tmp_path / "hc18", IMAGES)
     _run([_bin("nnunet-ext"), "convert", "hc18", "-i", subset, "-d", DATASET, "--downsample", 4], env, tmp_path)
     _run([_bin("nnunet-ext"), "plan_and_preprocess", "-d", DATASET, "-pl", "WholeImage2DPlanner", "-c", "2d"],

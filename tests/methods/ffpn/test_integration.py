@@ -5,7 +5,6 @@ ensemble folds or models. The one-class fetal-head case runs through the same co
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 332
@@ -22,12 +21,10 @@ TRAINERS = ("FFPNTrainer_tiny", "FFPNRTrainer_tiny")
 
 @pytest.fixture(scope="module")
 def ffpn_run(tmp_path_factory):
-    from nnunet_ext.env import environment
     from nnunet_ext.synth.cli import synthesize
 
     root = tmp_path_factory.mktemp("ffpn")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(root / "ws")
     (raw,) = synthesize("ultrasound_2d", DATASET, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
                         options={"shape": (48, 64), "scene": "cardiac"})
     _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", DATASET, "-c", "2d", "-np", 1, "-npfp", 1], env, root)

@@ -5,7 +5,6 @@ refusals of a missing HIPM, a HIPM of another K and a HIPM of differently prepro
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DCE_ID, PRE_ID, MAP_ID = 331, 332, 333
@@ -22,12 +21,10 @@ TRAINER, HIPM = "HCNetTrainer_small", "HCNetHIPMTrainer_small"
 
 @pytest.fixture(scope="module")
 def hcnet_run(tmp_path_factory):
-    from nnunet_ext.env import environment
     from nnunet_ext.synth.cli import synthesize
 
     root = tmp_path_factory.mktemp("hcnet")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(root / "ws")
     dce, pre = synthesize("breast_dce", DCE_ID, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"],
                           pre_only_id=PRE_ID, options={"shape": (16, 32, 32), "n_post": 4, "masks_in_extras": True})
     _run([_bin("nnunet-ext"), "hcnet", "cluster", "-d", DCE_ID, "-o", MAP_ID, "-K", 10, "--preset", "small"], env,

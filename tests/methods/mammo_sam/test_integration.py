@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 371
@@ -29,12 +29,10 @@ TRAINER = "MammoSAMTrainer_tiny"
 
 @pytest.fixture(scope="module")
 def mammo_run(tmp_path_factory):
-    from nnunet_ext.env import environment
     from nnunet_ext.synth.cli import synthesize
 
     root = tmp_path_factory.mktemp("mammo_sam")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(root / "ws")
     env.pop("nnUNet_ext_sam_checkpoint", None)
     options = {"shape": (64, 48), "no_mass_fraction": 0.0}
     (raw,) = synthesize("mammo_2d", DATASET, cases=5, test_cases=2, seed=0, raw=env["nnUNet_raw"], options=options)

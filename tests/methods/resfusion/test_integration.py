@@ -4,12 +4,11 @@ ResFusionTrainer_small (region training, 2 iterations) -> nnUNetv2_predict -> nn
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 from tests.datasets_conversion.test_brats2023 import LABELLED, write_brats
 
 pytestmark = pytest.mark.slow
@@ -18,11 +17,8 @@ BRATS_ID, TRAINER = 461, "ResFusionTrainer_small"
 
 @pytest.fixture(scope="module")
 def brats_run(tmp_path_factory):
-    from nnunet_ext.env import environment
-
     root = tmp_path_factory.mktemp("resfusion")
-    env = {**os.environ, **environment(root / "ws", keep_existing=False), "nnUNet_ext_epochs": "1",
-           "nnUNet_ext_iters": "2", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
+    env = tiny_schedule_env(root / "ws")
     _run([_bin("nnunet-ext"), "convert", "brats2023", "-i", write_brats(root / "BraTS"), "-d", BRATS_ID], env, root)
     _run([_bin("nnUNetv2_plan_and_preprocess"), "-d", BRATS_ID, "-c", "3d_fullres", "-np", 1, "-npfp", 1], env,
          root)
