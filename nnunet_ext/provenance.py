@@ -49,19 +49,22 @@ def committed_file(path: str | os.PathLike, repo: str | os.PathLike = REPOSITORY
     path, repo = Path(path).resolve(), Path(repo).resolve()
     content = path.read_bytes()
     state = {"sha256": hashlib.sha256(content).hexdigest(), "committed": False}
+
+    def git(*args: str) -> subprocess.CompletedProcess | None:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    in_checkout = git("rev-parse", "--is-inside-work-tree")
+    if in_checkout is None or in_checkout.returncode != 0:
+        return {**state, "committed": None, "why": "not a git checkout"}
     try:
         relative = path.relative_to(repo).as_posix()
     except ValueError:
         return {**state, "why": f"outside the repository {repo}"}
-    try:
-        head = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{relative}"], capture_output=True, timeout=30)
-        tracked = subprocess.run(["git", "-C", str(repo), "rev-parse", "--is-inside-work-tree"], capture_output=True,
-                                 timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return {**state, "committed": None, "why": "git is not available"}
-    if not tracked:
-        return {**state, "committed": None, "why": "not a git checkout"}
-    if head.returncode != 0:
+    head = git("show", f"HEAD:{relative}")
+    if head is None or head.returncode != 0:
         return {**state, "why": f"{relative} is not committed at HEAD"}
     if head.stdout != content:
         return {**state, "why": f"{relative} differs from the file committed at HEAD"}
