@@ -18,24 +18,26 @@ from typing import Sequence
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+def git_output(repo: str | os.PathLike, *args: str) -> bytes | None:
+    """Stdout of ``git -C repo ARGS``, or None when git is missing, times out or fails (e.g. not a checkout)."""
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
 def git_state(repo: str | os.PathLike = REPOSITORY) -> dict:
     """``{"commit": full sha or None, "dirty": bool or None}`` of the repository holding this package.
 
     ``dirty`` ignores untracked files (results being written are untracked until committed) but counts any change
     to tracked files. Outside a git checkout (a wheel install) both are None.
     """
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
+    commit = git_output(repo, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    status = git_output(repo, "status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.decode().strip(), "dirty": bool(status.strip()) if status is not None else None}
 
 
 def committed_file(path: str | os.PathLike, repo: str | os.PathLike = REPOSITORY) -> dict:
@@ -49,24 +51,16 @@ def committed_file(path: str | os.PathLike, repo: str | os.PathLike = REPOSITORY
     path, repo = Path(path).resolve(), Path(repo).resolve()
     content = path.read_bytes()
     state = {"sha256": hashlib.sha256(content).hexdigest(), "committed": False}
-
-    def git(*args: str) -> subprocess.CompletedProcess | None:
-        try:
-            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-
-    in_checkout = git("rev-parse", "--is-inside-work-tree")
-    if in_checkout is None or in_checkout.returncode != 0:
+    if git_output(repo, "rev-parse", "--is-inside-work-tree") is None:
         return {**state, "committed": None, "why": "not a git checkout"}
     try:
         relative = path.relative_to(repo).as_posix()
     except ValueError:
         return {**state, "why": f"outside the repository {repo}"}
-    head = git("show", f"HEAD:{relative}")
-    if head is None or head.returncode != 0:
+    head = git_output(repo, "show", f"HEAD:{relative}")
+    if head is None:
         return {**state, "why": f"{relative} is not committed at HEAD"}
-    if head.stdout != content:
+    if head != content:
         return {**state, "why": f"{relative} differs from the file committed at HEAD"}
     return {**state, "committed": True, "why": f"{relative} as committed at HEAD"}
 

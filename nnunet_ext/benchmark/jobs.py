@@ -67,14 +67,11 @@ def slug(label: str) -> str:
 
 def code_state(repo: str | os.PathLike = REPOSITORY) -> dict:
     """``{"commit", "dirty", "diff_sha256"}`` of the repository: the code part of every job key."""
-    from nnunet_ext.provenance import git_state
+    from nnunet_ext.provenance import git_output, git_state
 
     state = git_state(repo)
-    diff = None
-    if state["dirty"]:
-        proc = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--binary"], capture_output=True)
-        diff = hashlib.sha256(proc.stdout).hexdigest() if proc.returncode == 0 else None
-    return {**state, "diff_sha256": diff}
+    diff = git_output(repo, "diff", "HEAD", "--binary") if state["dirty"] else None
+    return {**state, "diff_sha256": None if diff is None else hashlib.sha256(diff).hexdigest()}
 
 
 def _key(material: dict) -> str:

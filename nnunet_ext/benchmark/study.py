@@ -101,8 +101,9 @@ def run_study(spec: Spec, workdir: str | Path | None = None, results: str | Path
             log(f"warning: the spec is not the committed one ({spec_state['why']}); the report will say so")
         study = {"name": spec.name, "spec_file": spec.file, "spec_state": spec_state, "spec": spec.source,
                  "workdir": str(workdir), "results": str(results), "device": device, "executor": executor,
-                 "invocation": invocation, "code": code, "jobs": [{"id": j.id, "label": j.label, "kind": j.kind, "fold": j.fold,
-                                         "seed": j.seed, "key": j.key, "requires": j.requires} for j in jobs]}
+                 "invocation": invocation, "code": code,
+                 "jobs": [{"id": j.id, "label": j.label, "kind": j.kind, "fold": j.fold, "seed": j.seed, "key": j.key,
+                           "requires": j.requires} for j in jobs]}
         (workdir / STUDY_FILE).write_text(json.dumps(study, indent=2, default=str) + "\n")
         for job in to_run:
             retire(job.dir)
