@@ -89,5 +89,13 @@ def predict(input_folder: str | os.PathLike, output_folder: str | os.PathLike, d
         raise UserInputError(f"prediction input folder does not exist: {input_folder}")
     cmd = [nnunet_command("nnUNetv2_predict"), "-i", str(input_folder), "-o", str(output_folder),
            "-d", str(dataset_id), "-c", configuration, "-f", *[str(f) for f in folds], "-tr", trainer, "-p", plans,
-           "-device", device, "--disable_tta", "-npp", "1", "-nps", "1", *extra]
+           "-device", device, "--disable_tta", *prediction_workers(device), *extra]
     run_logged(cmd, env, log_file)
+
+
+def prediction_workers(device: str) -> list[str]:
+    """``nnUNetv2_predict``'s worker options: on CPU ``-npp 0 -nps 0``, nnU-Net's sequential mode. Each spawned
+    preprocessing or export worker re-imports torch and nnU-Net (~10 s on a 2-core machine), more than predicting a
+    small test set costs, and on CPU there is no accelerator for the workers to keep busy. On CUDA/MPS one worker
+    each overlaps preprocessing and export with inference. Both modes run the same predictor and export code."""
+    return ["-npp", "0", "-nps", "0"] if device == "cpu" else ["-npp", "1", "-nps", "1"]

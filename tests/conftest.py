@@ -10,7 +10,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from nnunet_ext.pipeline import prediction_workers
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# nnUNetv2_predict's worker options on CPU, as nnunet-ext's pipeline passes them (sequential, no spawned workers);
+# test_integration_nnunet also runs the spawned-worker mode and checks that both give the same segmentations
+PREDICT_ON_CPU = tuple(prediction_workers("cpu"))
 
 
 @pytest.fixture(autouse=True)

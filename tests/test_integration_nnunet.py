@@ -1,7 +1,8 @@
 """End to end through nnU-Net's real commands on a tiny breast_dce phantom, on CPU.
 
 nnUNetv2_plan_and_preprocess -> nnUNetv2_train -tr TinyTrainer (3d_fullres folds 0 and 1, 2d fold 0, run from an
-unrelated directory) -> nnUNetv2_predict (fold 0 and the 2-fold ensemble -f 0 1) -> nnunet-ext evaluate.
+unrelated directory) -> nnUNetv2_predict (fold 0 and the 2-fold ensemble -f 0 1; sequential and with spawned
+workers) -> nnunet-ext evaluate.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run
 
 pytestmark = pytest.mark.slow
 DATASET_ID = 311
@@ -39,10 +40,10 @@ def trained(tmp_path_factory):
     return {"env": env, "raw": raw, "cwd": elsewhere, "root": root}
 
 
-def _predict(trained, config, folds, out):
+def _predict(trained, config, folds, out, options=PREDICT_ON_CPU):
     _run([_bin("nnUNetv2_predict"), "-i", str(trained["raw"] / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID),
-          "-c", config, "-f", *folds, "-tr", "TinyTrainer", "-device", "cpu", "--disable_tta", "-npp", "1",
-          "-nps", "1"], trained["env"], trained["cwd"])
+          "-c", config, "-f", *folds, "-tr", "TinyTrainer", "-device", "cpu", "--disable_tta", *options],
+         trained["env"], trained["cwd"])
     preds = sorted(p.name for p in out.glob("*.nii.gz"))
     assert preds == ["test_0000.nii.gz", "test_0001.nii.gz"]
     for name in preds:
@@ -71,6 +72,20 @@ def test_training_wrote_nnunet_results(trained):
 @pytest.mark.parametrize("config,folds", [("3d_fullres", ["0", "1"]), ("2d", ["0"])])
 def test_predict_single_fold_and_ensemble(trained, tmp_path, config, folds):
     _predict(trained, config, folds, tmp_path / "pred")
+
+
+def test_spawned_prediction_workers_give_the_same_probabilities(trained, tmp_path):
+    """nnU-Net's default mode (spawned preprocessing/export workers, what a GPU user runs) and the sequential mode the
+    CPU tests and pipeline use (``PREDICT_ON_CPU``) must export the same probabilities and segmentations (an untrained
+    model's segmentation may be all background, its probabilities are not constant)."""
+    for mode, options in (("spawned", ("-npp", "1", "-nps", "1")), ("sequential", PREDICT_ON_CPU)):
+        _predict(trained, "3d_fullres", ["0"], tmp_path / mode, (*options, "--save_probabilities"))
+    for case in ("test_0000", "test_0001"):
+        spawned, sequential = (np.load(tmp_path / mode / f"{case}.npz")["probabilities"]
+                               for mode in ("spawned", "sequential"))
+        assert spawned.std() > 0 and np.array_equal(spawned, sequential)
+        assert np.array_equal(read_image(tmp_path / "spawned" / f"{case}.nii.gz")[0],
+                              read_image(tmp_path / "sequential" / f"{case}.nii.gz")[0])
 
 
 def test_evaluate_predictions(trained, fold0_predictions):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 343
@@ -36,7 +36,7 @@ def bhsd_run(tmp_path_factory):
              env, root)
         extra = ["--save_probabilities"] if "SingleClass" in trainer else []
         _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", root / trainer, "-d", DATASET, "-c",
-              "3d_fullres", "-f", 0, "-tr", trainer, "-p", PLANS, "-device", "cpu", "-npp", 1, "-nps", 1,
+              "3d_fullres", "-f", 0, "-tr", trainer, "-p", PLANS, "-device", "cpu", *PREDICT_ON_CPU,
               "--disable_tta", *extra], env, root)
     _run([_bin("nnunet-ext"), "bhsd", "merge", "-i", root / TRAINERS[2], root / TRAINERS[3], "-o", root / "merged"],
          env, root)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DCE_ID = 471
@@ -57,7 +57,7 @@ def test_pretraining_records_its_cases_and_the_fusion_carries_both_encoders(dce_
 def test_fusion_trainer_predicts_with_nnunet(dce_run, tmp_path):
     env = {k: v for k, v in dce_run["env"].items() if k != "nnUNet_ext_contrastive_checkpoint"}
     _run([_bin("nnUNetv2_predict"), "-i", dce_run["dce"] / "imagesTs", "-o", tmp_path / "pred", "-d", DCE_ID, "-c",
-          "3d_fullres", "-f", 0, "-tr", FUSION, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1], env,
+          "3d_fullres", "-f", 0, "-tr", FUSION, "-device", "cpu", "--disable_tta", *PREDICT_ON_CPU], env,
          tmp_path)
     assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == ["test_0000.nii.gz", "test_0001.nii.gz"]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 361
@@ -37,8 +37,8 @@ def dca_run(tmp_path_factory):
              env, root)
     for folds in (["0"], ["0", "1"]):
         _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", root / f"pred_{'_'.join(folds)}", "-d",
-              DATASET, "-c", "3d_fullres", "-f", *folds, "-tr", TRAINER, "-p", PLANS, "-device", "cpu", "-npp", 1,
-              "-nps", 1], env, root)
+              DATASET, "-c", "3d_fullres", "-f", *folds, "-tr", TRAINER, "-p", PLANS, "-device", "cpu",
+              *PREDICT_ON_CPU], env, root)
     return {"env": env, "root": root, "raw": raw}
 
 

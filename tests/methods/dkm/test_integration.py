@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DCE_ID, PRE_ID = 321, 322
@@ -57,7 +57,7 @@ def test_predict_from_pre_contrast_only(dkm_run, tmp_path, folds):
     inputs = dkm_run["pre"] / "imagesTs"
     assert sorted(p.name for p in inputs.iterdir()) == ["test_0000_0000.nii.gz", "test_0001_0000.nii.gz"]
     _run([_bin("nnUNetv2_predict"), "-i", inputs, "-o", tmp_path / "pred", "-d", PRE_ID, "-c", "3d_fullres", "-f",
-          *folds, "-tr", "DKMTrainer_small", "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1],
+          *folds, "-tr", "DKMTrainer_small", "-device", "cpu", "--disable_tta", *PREDICT_ON_CPU],
          dkm_run["env"], tmp_path)
     for case in ("test_0000", "test_0001"):
         pred, _ = read_image(tmp_path / "pred" / f"{case}.nii.gz")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 332
@@ -31,7 +31,7 @@ def ffpn_run(tmp_path_factory):
     for trainer in TRAINERS:
         _run([_bin("nnUNetv2_train"), DATASET, "2d", 0, "-tr", trainer, "-device", "cpu"], env, root)
         _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", root / trainer, "-d", DATASET, "-c", "2d",
-              "-f", 0, "-tr", trainer, "-device", "cpu", "-npp", 1, "-nps", 1, "--save_probabilities"], env, root)
+              "-f", 0, "-tr", trainer, "-device", "cpu", *PREDICT_ON_CPU, "--save_probabilities"], env, root)
     _run([_bin("nnUNetv2_ensemble"), "-i", *(root / t for t in TRAINERS), "-o", root / "ensemble", "-np", 1],
          env, root)
     return {"env": env, "root": root, "raw": raw}

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DCE_ID, PRE_ID, MAP_ID = 331, 332, 333
@@ -69,7 +69,7 @@ def test_predict_from_pre_contrast_only_and_evaluate(hcnet_run, tmp_path, folds)
     assert sorted(p.name for p in inputs.iterdir()) == ["test_0000_0000.nii.gz", "test_0001_0000.nii.gz"]
     env = {k: v for k, v in hcnet_run["env"].items() if not k.startswith("nnUNet_ext_hcnet")}  # needs no HIPM file
     _run([_bin("nnUNetv2_predict"), "-i", inputs, "-o", tmp_path / "pred", "-d", PRE_ID, "-c", "3d_fullres", "-f",
-          *folds, "-tr", TRAINER, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1], env, tmp_path)
+          *folds, "-tr", TRAINER, "-device", "cpu", "--disable_tta", *PREDICT_ON_CPU], env, tmp_path)
     _run([_bin("nnunet-ext"), "evaluate", "-ref", hcnet_run["pre"] / "labelsTs", "-pred", tmp_path / "pred", "-o",
           tmp_path / "metrics.json"], env, tmp_path)
     per_case = json.loads((tmp_path / "metrics.json").read_text())

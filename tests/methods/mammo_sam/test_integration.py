@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nnunet_ext.imageio import read_image
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 
 pytestmark = pytest.mark.slow
 DATASET = 371
@@ -52,7 +52,7 @@ def mammo_run(tmp_path_factory):
     for trainer, folds in [(TRAINER, ["0", "1"]), ("MammoSAMTrainer_tiny_FreezeEncoder", ["0"])]:
         outputs[(trainer, tuple(folds))] = root / f"pred_{trainer}_{'_'.join(folds)}"
         _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTs", "-o", outputs[(trainer, tuple(folds))], "-d",
-              DATASET, "-c", "2d", "-f", *folds, "-tr", trainer, "-device", "cpu", "-npp", 1, "-nps", 1], env, root)
+              DATASET, "-c", "2d", "-f", *folds, "-tr", trainer, "-device", "cpu", *PREDICT_ON_CPU], env, root)
     scores = root / "bench.json"
     _run([sys.executable, "-m", "nnunet_ext.methods.mammo_sam.bench", "--model", _model(env, TRAINER), "--fold", 0,
           "--set", "in_domain", raw, "--set", "shifted", digital, "-o", scores], env, root)

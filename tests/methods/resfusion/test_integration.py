@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import nnunet_bin as _bin, run_command as _run, tiny_schedule_env
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run, tiny_schedule_env
 from tests.datasets_conversion.test_brats2023 import LABELLED, write_brats
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def brats_run(tmp_path_factory):
 def test_region_training_predicts_brats_regions(brats_run, tmp_path):
     env, raw = brats_run["env"], brats_run["raw"]
     _run([_bin("nnUNetv2_predict"), "-i", raw / "imagesTr", "-o", tmp_path / "pred", "-d", BRATS_ID, "-c",
-          "3d_fullres", "-f", "all", "-tr", TRAINER, "-device", "cpu", "--disable_tta", "-npp", 1, "-nps", 1], env,
+          "3d_fullres", "-f", "all", "-tr", TRAINER, "-device", "cpu", "--disable_tta", *PREDICT_ON_CPU], env,
          tmp_path)
     _run([_bin("nnunet-ext"), "evaluate", "-ref", raw / "labelsTr", "-pred", tmp_path / "pred", "--regions", "brats",
           "-o", tmp_path / "metrics.json"], env, tmp_path)
