@@ -1,4 +1,5 @@
-"""Shared part of the DCE-MRI converters: geometry checks, train/test split and the paired-dataset writer.
+"""Shared part of the DCE-MRI converters: resampling onto the pre-contrast grid, train/test split and the paired-dataset
+writer.
 
 DKM (Lv et al., MICCAI 2023, Sec. 2) works on a DCE sequence {x_K, K = 0..k}: x_0 is the pre-contrast image and
 x_1..x_k the post-contrast images. Its diffusion module learns x_0 -> x_k from image pairs only (Eq. 6), while the
@@ -20,10 +21,10 @@ post1 is on the pre-contrast grid: nnU-Net z-scores each channel on its own, so 
 channels would not be the subtraction image a reader looks at. ``SUB`` is no time point: code that walks the phases
 of a DCE dataset takes them from :func:`phase_channels`, which leaves it out.
 
-Phases and segmentation of a case must share one voxel grid. A grid that differs by more than
-``GEOMETRY_TOLERANCE_MM`` is an error, unless the user asks for ``--resample_to_pre`` (linear interpolation for
-images, nearest neighbour for labels, onto the pre-contrast grid). Grids that agree within the tolerance get the
-pre-contrast geometry copied verbatim, so nnU-Net's exact checks see identical headers.
+Phases and segmentation of a case must share one voxel grid (:func:`nnunet_ext.geometry.geometry_mismatch`). A grid
+that differs by more than its tolerances is an error, unless the user asks for ``--resample_to_pre`` (linear
+interpolation for images, nearest neighbour for labels, onto the pre-contrast grid). Grids that agree within the
+tolerances get the pre-contrast geometry copied verbatim, so nnU-Net's exact checks see identical headers.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,11 +43,10 @@ from nnunet_ext.synth.base import dataset_folder_name, existing_dataset_with_id
 
 # re-exported: the DCE converters import everything they share from here
 from nnunet_ext.datasets_conversion._common import check_dataset_name, cli_main, raw_root_from  # noqa: F401
+from nnunet_ext.geometry import geometry_mismatch
 
 FILE_ENDING = ".nii.gz"
 LABELS = {"background": 0, "tumor": 1}
-GEOMETRY_TOLERANCE_MM = 0.01  # far below any MR voxel size; absorbs the rounding of DICOM/NIfTI header values
-DIRECTION_TOLERANCE = 1e-4
 
 
 SUBTRACTION_CHANNEL = "SUB"  # channel name of post1 - pre (raw intensities), the last channel when present
@@ -149,29 +149,6 @@ class CasePlan:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # geometry
-
-
-def fmt_vector(values: Iterable[float], digits: int = 4) -> str:
-    """``(1.5, -2, 0.333)``: a vector for a one-line message (plain numbers, no numpy reprs)."""
-    return "(" + ", ".join(f"{float(v):.{digits}g}" for v in values) + ")"
-
-
-def geometry_mismatch(reference, image) -> str | None:
-    """Why ``image`` is not on the voxel grid of ``reference`` (None when it is, within the tolerances)."""
-    if image.GetDimension() != reference.GetDimension():
-        return f"{image.GetDimension()}D instead of {reference.GetDimension()}D"
-    if tuple(image.GetSize()) != tuple(reference.GetSize()):
-        return f"size {tuple(image.GetSize())} instead of {tuple(reference.GetSize())}"
-    spacing, ref_spacing = np.array(image.GetSpacing()), np.array(reference.GetSpacing())
-    if np.any(np.abs(spacing - ref_spacing) > GEOMETRY_TOLERANCE_MM):
-        return f"spacing {fmt_vector(spacing)} instead of {fmt_vector(ref_spacing)}"
-    direction, ref_direction = np.array(image.GetDirection()), np.array(reference.GetDirection())
-    if np.any(np.abs(direction - ref_direction) > DIRECTION_TOLERANCE):
-        return f"direction {fmt_vector(direction, 3)} instead of {fmt_vector(ref_direction, 3)}"
-    origin, ref_origin = np.array(image.GetOrigin()), np.array(reference.GetOrigin())
-    if np.any(np.abs(origin - ref_origin) > GEOMETRY_TOLERANCE_MM):
-        return f"origin {fmt_vector(origin, 6)} instead of {fmt_vector(ref_origin, 6)}"
-    return None
 
 
 def resample_onto(image, reference, is_label: bool):

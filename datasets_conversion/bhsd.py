@@ -404,7 +404,7 @@ def check_ground_truth(label, path: Path, image, image_path: Path):
     values other than the integers 0..5) it is a UserInputError naming both files."""
     import SimpleITK as sitk
 
-    from nnunet_ext.datasets_conversion._dce_common import geometry_mismatch
+    from nnunet_ext.geometry import geometry_mismatch
 
     reason = geometry_mismatch(image, label)
     if reason is not None:

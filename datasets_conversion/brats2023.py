@@ -151,7 +151,7 @@ def read_case_volume(path: Path, case: str, what: str):
 
 def on_grid(image, path: Path, reference, reference_path: Path, case: str, what: str):
     """``image`` with the header of ``reference`` (the case's t1n), after checking that it lies on its grid."""
-    from nnunet_ext.datasets_conversion._dce_common import geometry_mismatch
+    from nnunet_ext.geometry import geometry_mismatch
 
     reason = geometry_mismatch(reference, image)
     if reason is not None:

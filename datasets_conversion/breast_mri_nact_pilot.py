@@ -73,8 +73,9 @@ import numpy as np
 
 from nnunet_ext.errors import UserInputError
 
-from nnunet_ext.datasets_conversion._dce_common import (GEOMETRY_TOLERANCE_MM, CasePlan, LoadedCase, add_common_arguments,
-                                             cli_main, fmt_vector, raw_root_from, write_paired_datasets)
+from nnunet_ext.datasets_conversion._dce_common import (CasePlan, LoadedCase, add_common_arguments, cli_main,
+                                                        raw_root_from, write_paired_datasets)
+from nnunet_ext.geometry import GEOMETRY_TOLERANCE_MM, fmt_vector
 
 CONVERTER = "datasets_conversion.breast_mri_nact_pilot"
 DEFAULT_NAME = "BreastMRINACTPilot"

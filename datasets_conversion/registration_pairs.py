@@ -270,7 +270,7 @@ def read_volume(path: Path, what: str = "image"):
 def label_on_grid(label, path: Path, image, image_path: Path, what: str = "label"):
     """``label`` with its image's header copied, after checking that it lies on the image's grid (within the DCE
     converters' tolerances); otherwise a UserInputError naming both files."""
-    from nnunet_ext.datasets_conversion._dce_common import geometry_mismatch
+    from nnunet_ext.geometry import geometry_mismatch
 
     reason = geometry_mismatch(image, label)
     if reason is not None:

@@ -49,6 +49,7 @@ import numpy as np
 
 from nnunet_ext.atomic import atomic_output_file
 from nnunet_ext.errors import UserInputError
+from nnunet_ext.geometry import DIRECTION_TOLERANCE
 from nnunet_ext.metrics.false_positives import negative_scan_false_positives, summarize_false_positives
 from nnunet_ext.metrics.segmentation import (BRATS_EMPTY_HD95_MM, BRATS_REGIONS, METRIC_NAMES,
                                              REGION_METRIC_NAMES, compute_case_metrics, distance_undefined,
@@ -63,8 +64,6 @@ SPACING_RELATIVE_TOLERANCE = 1e-3
 #: Largest origin difference per axis, as a fraction of the reference voxel size along that axis (headers store
 #: float32, and other writers round differently; a real shift is at least a fraction of a voxel).
 ORIGIN_VOXEL_TOLERANCE = 1e-3
-#: Largest absolute difference of any direction-cosine entry (NIfTI stores orientation as a float32 quaternion).
-DIRECTION_TOLERANCE = 1e-4
 #: A region name: a letter, then letters, digits, ``_``, ``-`` or ``+`` (JSON keys and CSV cells beside the label
 #: numbers; ``mean`` is taken by the mean over regions).
 REGION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*")

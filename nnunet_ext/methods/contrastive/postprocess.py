@@ -34,7 +34,7 @@ def apply_breast_masks(predictions: str | Path, masks: str | Path, output: str |
     import SimpleITK as sitk
 
     from nnunet_ext.atomic import atomic_output_dir
-    from nnunet_ext.datasets_conversion._dce_common import geometry_mismatch
+    from nnunet_ext.geometry import geometry_mismatch
     from nnunet_ext.imageio import read_sitk_image
     from nnunet_ext.metrics.evaluate import case_name
 

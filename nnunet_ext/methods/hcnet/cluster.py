@@ -129,7 +129,7 @@ def find_cases(folder: Path, meta: dict) -> list[DCECase]:
 
 
 def _checked(image, reference, case: str, what: str, path: Path):
-    from nnunet_ext.datasets_conversion._dce_common import geometry_mismatch
+    from nnunet_ext.geometry import geometry_mismatch
 
     problem = geometry_mismatch(reference, image)
     if problem:
