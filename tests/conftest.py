@@ -14,7 +14,7 @@ from nnunet_ext.pipeline import prediction_workers
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # nnUNetv2_predict's worker options on CPU, as nnunet-ext's pipeline passes them (sequential, no spawned workers);
-# test_integration_nnunet also runs the spawned-worker mode and checks that both give the same segmentations
+# test_integration_nnunet also runs the spawned-worker mode and checks that both export the same probabilities
 PREDICT_ON_CPU = tuple(prediction_workers("cpu"))
 
 
