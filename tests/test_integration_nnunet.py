@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from nnunet_ext.imageio import read_image
+from nnunet_ext.pipeline import prediction_workers
 from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run
 
 pytestmark = pytest.mark.slow
@@ -55,9 +56,10 @@ def _predict(trained, config, folds, out, options=PREDICT_ON_CPU):
 
 @pytest.fixture(scope="module")
 def fold0_predictions(trained, tmp_path_factory):
-    """3d_fullres fold 0 predictions of the test cases (checked by ``_predict``), made once for the tests below."""
+    """3d_fullres fold 0 predictions of the test cases (checked by ``_predict``), sequential, with probabilities,
+    made once for the tests below."""
     out = tmp_path_factory.mktemp("pred_3d_fold0")
-    _predict(trained, "3d_fullres", ["0"], out)
+    _predict(trained, "3d_fullres", ["0"], out, (*PREDICT_ON_CPU, "--save_probabilities"))
     return out
 
 
@@ -74,18 +76,18 @@ def test_predict_single_fold_and_ensemble(trained, tmp_path, config, folds):
     _predict(trained, config, folds, tmp_path / "pred")
 
 
-def test_spawned_prediction_workers_give_the_same_probabilities(trained, tmp_path):
-    """nnU-Net's default mode (spawned preprocessing/export workers, what a GPU user runs) and the sequential mode the
-    CPU tests and pipeline use (``PREDICT_ON_CPU``) must export the same probabilities and segmentations (an untrained
-    model's segmentation may be all background, its probabilities are not constant)."""
-    for mode, options in (("spawned", ("-npp", "1", "-nps", "1")), ("sequential", PREDICT_ON_CPU)):
-        _predict(trained, "3d_fullres", ["0"], tmp_path / mode, (*options, "--save_probabilities"))
+def test_spawned_prediction_workers_give_the_same_probabilities(trained, fold0_predictions, tmp_path):
+    """nnU-Net's spawned preprocessing/export workers (what the pipeline passes on a GPU) and the sequential mode the
+    CPU tests and pipeline use (``PREDICT_ON_CPU``, ``fold0_predictions``) must export the same probabilities and
+    segmentations (an untrained model's segmentation may be all background, its probabilities are not constant)."""
+    spawned_dir = tmp_path / "spawned"
+    _predict(trained, "3d_fullres", ["0"], spawned_dir, (*prediction_workers("cuda"), "--save_probabilities"))
     for case in ("test_0000", "test_0001"):
-        spawned, sequential = (np.load(tmp_path / mode / f"{case}.npz")["probabilities"]
-                               for mode in ("spawned", "sequential"))
+        spawned, sequential = (np.load(folder / f"{case}.npz")["probabilities"]
+                               for folder in (spawned_dir, fold0_predictions))
         assert spawned.std() > 0 and np.array_equal(spawned, sequential)
-        assert np.array_equal(read_image(tmp_path / "spawned" / f"{case}.nii.gz")[0],
-                              read_image(tmp_path / "sequential" / f"{case}.nii.gz")[0])
+        assert np.array_equal(read_image(spawned_dir / f"{case}.nii.gz")[0],
+                              read_image(fold0_predictions / f"{case}.nii.gz")[0])
 
 
 def test_evaluate_predictions(trained, fold0_predictions):
