@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,8 +48,6 @@ def nnunet_env(tmp_path, monkeypatch):
 def tiny_schedule_env(workspace: Path, final_validation: bool = False) -> dict:
     """This process's environment plus nnU-Net folders under ``workspace`` and the integration tests' schedule:
     1 epoch x 2 iterations, 1 validation iteration, nnU-Net's final validation only where a test reads it."""
-    import os
-
     from nnunet_ext.env import environment
 
     env = {**os.environ, **environment(Path(workspace), keep_existing=False), "nnUNet_ext_epochs": "1",
@@ -79,9 +80,74 @@ def nnunet_bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def run_command(cmd, env, cwd, ok: bool = True) -> subprocess.CompletedProcess:
-    """Run a command (items stringified); with ``ok``, fail the test with the output tails if it fails."""
-    proc = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, capture_output=True, text=True)
+class WarmLauncher:
+    """Client of ``tests/warm_launcher.py``, started on first use in each test process (each xdist worker)."""
+
+    def __init__(self):
+        import threading
+
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # one request/answer exchange at a time
+
+    def _start(self) -> subprocess.Popen:
+        import atexit
+
+        from nnunet_ext.env import environment
+
+        # the environment the tests' commands carry (tiny_schedule_env, nnunet_env): this process's plus nnunet-ext's
+        env = {**_ENV_AT_IMPORT, **environment(Path(os.devnull), keep_existing=False)}
+        self._proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_launcher.py"))],
+                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        atexit.register(self._proc.kill)
+        assert self._proc.stdout.readline().strip() == "ready", "tests/warm_launcher.py did not start"
+        return self._proc
+
+    @staticmethod
+    def runs_warm(cmd) -> bool:
+        """Console scripts of this environment (a Python shebang naming this interpreter's folder)."""
+        script = Path(str(cmd[0]))
+        if script.parent != Path(sys.executable).parent or not script.is_file():
+            return False
+        with open(script, "rb") as handle:
+            first = handle.readline()
+        return first.startswith(b"#!") and Path(first[2:].decode().strip()).parent == script.parent
+
+    def run(self, cmd, env, cwd, scratch: Path) -> subprocess.CompletedProcess | None:
+        """``cmd`` run warm, or None if the launcher refuses it (the caller then runs it as a subprocess)."""
+        out, err = scratch / "stdout", scratch / "stderr"
+        with self._lock:
+            proc = self._proc or self._start()
+            proc.stdin.write(json.dumps({"argv": list(cmd), "env": dict(env), "cwd": str(cwd), "stdout": str(out),
+                                         "stderr": str(err)}) + "\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())
+        if "refused" in answer:
+            return None
+        proc = subprocess.CompletedProcess(list(cmd), answer["returncode"], out.read_text(), err.read_text())
+        proc.warm = True  # tests that compare warm and plain runs check it
+        return proc
+
+
+_ENV_AT_IMPORT = dict(os.environ)  # before any test's monkeypatching
+_WARM = WarmLauncher()
+
+
+def run_command(cmd, env, cwd, ok: bool = True, warm: bool = True) -> subprocess.CompletedProcess:
+    """Run a command (items stringified); with ``ok``, fail the test with the output tails if it fails.
+
+    With ``warm`` (default), a console script of this environment runs in a process forked from the pre-imported
+    ``tests/warm_launcher.py`` (same script, argv, environment and directory; ~10 s less import time per command);
+    ``warm=False`` runs the installed command as a plain subprocess, as test_integration_nnunet does throughout.
+    The result's ``warm`` attribute says which way it ran.
+    """
+    cmd = [str(c) for c in cmd]
+    proc = None
+    if warm and os.environ.get("NNUNET_EXT_TESTS_COLD") != "1" and _WARM.runs_warm(cmd):
+        with tempfile.TemporaryDirectory(prefix="warm_") as scratch:
+            proc = _WARM.run(cmd, env, cwd, Path(scratch))
+    if proc is None:
+        proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+        proc.warm = False
     if ok:
         assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc

@@ -3,6 +3,10 @@
 nnUNetv2_plan_and_preprocess -> nnUNetv2_train -tr TinyTrainer (3d_fullres folds 0 and 1, 2d fold 0, run from an
 unrelated directory) -> nnUNetv2_predict (fold 0 and the 2-fold ensemble -f 0 1; sequential and with spawned
 workers) -> nnunet-ext evaluate.
+
+Every command here runs as a plain subprocess of the installed console script. The other integration tests run
+theirs through the tests' warm launcher (``tests/warm_launcher.py``); two tests below check that a warm command
+trains the same weights and predicts the same probabilities as the plain one.
 """
 from __future__ import annotations
 
@@ -15,10 +19,14 @@ import pytest
 
 from nnunet_ext.imageio import read_image
 from nnunet_ext.pipeline import prediction_workers
-from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command as _run
+from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command
 
 pytestmark = pytest.mark.slow
 DATASET_ID = 311
+
+
+def _run(cmd, env, cwd, ok: bool = True, warm: bool = False):
+    return run_command(cmd, env, cwd, ok=ok, warm=warm)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +49,11 @@ def trained(tmp_path_factory):
     return {"env": env, "raw": raw, "cwd": elsewhere, "root": root}
 
 
-def _predict(trained, config, folds, out, options=PREDICT_ON_CPU):
-    _run([_bin("nnUNetv2_predict"), "-i", str(trained["raw"] / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID),
-          "-c", config, "-f", *folds, "-tr", "TinyTrainer", "-device", "cpu", "--disable_tta", *options],
-         trained["env"], trained["cwd"])
+def _predict(trained, config, folds, out, options=PREDICT_ON_CPU, warm=False):
+    proc = _run([_bin("nnUNetv2_predict"), "-i", str(trained["raw"] / "imagesTs"), "-o", str(out), "-d",
+                 str(DATASET_ID), "-c", config, "-f", *folds, "-tr", "TinyTrainer", "-device", "cpu", "--disable_tta",
+                 *options], trained["env"], trained["cwd"], warm=warm)
+    assert proc.warm == warm, "the warm launcher refused the command"
     preds = sorted(p.name for p in out.glob("*.nii.gz"))
     assert preds == ["test_0000.nii.gz", "test_0001.nii.gz"]
     for name in preds:
@@ -76,17 +85,22 @@ def test_predict_single_fold_and_ensemble(trained, tmp_path, config, folds):
     _predict(trained, config, folds, tmp_path / "pred")
 
 
-def test_spawned_prediction_workers_give_the_same_probabilities(trained, fold0_predictions, tmp_path):
-    """nnU-Net's spawned preprocessing/export workers (what the pipeline passes on a GPU) and the sequential mode the
-    CPU tests and pipeline use (``PREDICT_ON_CPU``, ``fold0_predictions``) must export the same probabilities and
-    segmentations (an untrained model's segmentation may be all background, its probabilities are not constant)."""
-    spawned_dir = tmp_path / "spawned"
-    _predict(trained, "3d_fullres", ["0"], spawned_dir, (*prediction_workers("cuda"), "--save_probabilities"))
+@pytest.mark.parametrize("options, warm", [((*prediction_workers("cuda"), "--save_probabilities"), False),
+                                           ((*PREDICT_ON_CPU, "--save_probabilities"), True)],
+                         ids=["spawned_workers", "warm_launcher"])
+def test_prediction_mode_gives_the_same_probabilities(trained, fold0_predictions, tmp_path, options, warm):
+    """Against ``fold0_predictions`` (plain command, sequential mode: what the CPU tests and pipeline use), the same
+    prediction must export the same probabilities and segmentations (an untrained model's segmentation may be all
+    background, its probabilities are not constant) when made
+    - with nnU-Net's spawned preprocessing/export workers (what the pipeline passes on a GPU), or
+    - through the tests' warm launcher (what the other integration tests use)."""
+    other = tmp_path / "other"
+    _predict(trained, "3d_fullres", ["0"], other, options, warm=warm)
     for case in ("test_0000", "test_0001"):
-        spawned, sequential = (np.load(folder / f"{case}.npz")["probabilities"]
-                               for folder in (spawned_dir, fold0_predictions))
-        assert spawned.std() > 0 and np.array_equal(spawned, sequential)
-        assert np.array_equal(read_image(spawned_dir / f"{case}.nii.gz")[0],
+        probabilities, reference = (np.load(folder / f"{case}.npz")["probabilities"]
+                                    for folder in (other, fold0_predictions))
+        assert probabilities.std() > 0 and np.array_equal(probabilities, reference)
+        assert np.array_equal(read_image(other / f"{case}.nii.gz")[0],
                               read_image(fold0_predictions / f"{case}.nii.gz")[0])
 
 
@@ -114,14 +128,16 @@ def test_unknown_planner_is_one_line_error(trained):
 
 
 def test_deterministic_option_gives_identical_weights(trained, tmp_path):
+    """Two deterministic trainings, one plain and one through the tests' warm launcher, give identical weights."""
     import torch
 
     weights = []
-    for run in ("a", "b"):
+    for run, warm in (("plain", False), ("warm", True)):
         env = {**trained["env"], "nnUNet_results": str(tmp_path / run), "nnUNet_ext_deterministic": "1",
                "nnUNet_ext_epochs": "1", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
-        _run([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", "TinyTrainer", "-device", "cpu"],
-             env, trained["cwd"])
+        proc = _run([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", "TinyTrainer", "-device", "cpu"],
+                    env, trained["cwd"], warm=warm)
+        assert proc.warm == warm, "the warm launcher refused the command"
         ckpt = next((tmp_path / run).rglob("checkpoint_final.pth"))
         weights.append(torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"])
     for k in weights[0]:
