@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from nnunet_ext.pipeline import prediction_workers
+from tests.warm_launcher import env_mismatch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # nnUNetv2_predict's worker options on CPU, as nnunet-ext's pipeline passes them (sequential, no spawned workers);
@@ -81,25 +82,35 @@ def nnunet_bin(name: str) -> str:
 
 
 class WarmLauncher:
-    """Client of ``tests/warm_launcher.py``, started on first use in each test process (each xdist worker)."""
+    """Client of ``tests/warm_launcher.py``: one launcher per test process (each xdist worker), started by the first
+    command with that command's environment, and restarted when a command's environment differs from it where
+    imports may read it. Variables do change under a running test session: importing MONAI sets
+    ``CUBLAS_WORKSPACE_CONFIG`` in this process, and later commands inherit it."""
 
     def __init__(self):
+        import atexit
         import threading
 
         self._proc: subprocess.Popen | None = None
+        self._env: dict = {}
         self._lock = threading.Lock()  # one request/answer exchange at a time
+        self.starts = 0
+        self.last_refusal: str | None = None
+        atexit.register(self.close)
 
-    def _start(self) -> subprocess.Popen:
-        import atexit
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
 
-        from nnunet_ext.env import environment
-
-        # the environment the tests' commands carry (tiny_schedule_env, nnunet_env): this process's plus nnunet-ext's
-        env = {**_ENV_AT_IMPORT, **environment(Path(os.devnull), keep_existing=False)}
+    def _start(self, env) -> subprocess.Popen:
+        self.close()
+        self._env = dict(env)
         self._proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("warm_launcher.py"))],
-                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        atexit.register(self._proc.kill)
+                                      env=self._env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout.readline().strip() == "ready", "tests/warm_launcher.py did not start"
+        self.starts += 1
         return self._proc
 
     @staticmethod
@@ -113,22 +124,25 @@ class WarmLauncher:
         return first.startswith(b"#!") and Path(first[2:].decode().strip()).parent == script.parent
 
     def run(self, cmd, env, cwd, scratch: Path) -> subprocess.CompletedProcess | None:
-        """``cmd`` run warm, or None if the launcher refuses it (the caller then runs it as a subprocess)."""
+        """``cmd`` run warm, or None if the launcher refuses it (``last_refusal`` says why; the caller then runs it
+        as a subprocess)."""
         out, err = scratch / "stdout", scratch / "stderr"
         with self._lock:
-            proc = self._proc or self._start()
+            proc = self._proc
+            if proc is None or env_mismatch(dict(env), self._env) is not None:
+                proc = self._start(env)
             proc.stdin.write(json.dumps({"argv": list(cmd), "env": dict(env), "cwd": str(cwd), "stdout": str(out),
                                          "stderr": str(err)}) + "\n")
             proc.stdin.flush()
             answer = json.loads(proc.stdout.readline())
         if "refused" in answer:
+            self.last_refusal = answer["refused"]
             return None
         proc = subprocess.CompletedProcess(list(cmd), answer["returncode"], out.read_text(), err.read_text())
         proc.warm = True  # tests that compare warm and plain runs check it
         return proc
 
 
-_ENV_AT_IMPORT = dict(os.environ)  # before any test's monkeypatching
 _WARM = WarmLauncher()
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from nnunet_ext.imageio import read_image
 from nnunet_ext.pipeline import prediction_workers
-from tests.conftest import PREDICT_ON_CPU, nnunet_bin as _bin, run_command
+from tests.conftest import _WARM, PREDICT_ON_CPU, nnunet_bin as _bin, run_command
 
 pytestmark = pytest.mark.slow
 DATASET_ID = 311
@@ -53,7 +53,7 @@ def _predict(trained, config, folds, out, options=PREDICT_ON_CPU, warm=False):
     proc = _run([_bin("nnUNetv2_predict"), "-i", str(trained["raw"] / "imagesTs"), "-o", str(out), "-d",
                  str(DATASET_ID), "-c", config, "-f", *folds, "-tr", "TinyTrainer", "-device", "cpu", "--disable_tta",
                  *options], trained["env"], trained["cwd"], warm=warm)
-    assert proc.warm == warm, "the warm launcher refused the command"
+    assert proc.warm == warm, f"the warm launcher refused the command: {_WARM.last_refusal}"
     preds = sorted(p.name for p in out.glob("*.nii.gz"))
     assert preds == ["test_0000.nii.gz", "test_0001.nii.gz"]
     for name in preds:
@@ -137,7 +137,7 @@ def test_deterministic_option_gives_identical_weights(trained, tmp_path):
                "nnUNet_ext_epochs": "1", "nnUNet_ext_val_iters": "1", "nnUNet_ext_skip_final_validation": "1"}
         proc = _run([_bin("nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", "TinyTrainer", "-device", "cpu"],
                     env, trained["cwd"], warm=warm)
-        assert proc.warm == warm, "the warm launcher refused the command"
+        assert proc.warm == warm, f"the warm launcher refused the command: {_WARM.last_refusal}"
         ckpt = next((tmp_path / run).rglob("checkpoint_final.pth"))
         weights.append(torch.load(ckpt, map_location="cpu", weights_only=False)["network_weights"])
     for k in weights[0]:

@@ -1,6 +1,7 @@
 """The tests' warm launcher (``tests/warm_launcher.py``): a command forked from it behaves as the same command run as
-a plain subprocess (exit status, output, argv, directory, environment, atexit, spawned workers), and a command
-whose environment differs where imports read it is refused, so ``run_command`` runs it cold."""
+a plain subprocess (exit status, output, argv, directory, environment, atexit, spawned workers); a command whose
+environment differs where imports may read it gets a launcher started with that environment; a refused command
+runs as a plain subprocess."""
 from __future__ import annotations
 
 import os
@@ -64,7 +65,7 @@ def test_warm_command_matches_the_cold_one(script, command_env, tmp_path, args):
     cwd.mkdir()
     env = {**command_env, "nnUNet_results": str(tmp_path / "results")}  # read at run time: allowed to differ
     warm, cold = _warm(script, args, env, cwd, tmp_path), _cold(script, args, env, cwd)
-    assert warm is not None, "the launcher refused a command with the tests' environment"
+    assert warm is not None, _WARM.last_refusal
     assert (warm.returncode, warm.stdout, warm.stderr) == (cold.returncode, cold.stdout, cold.stderr)
     assert str(cwd) in warm.stdout and "atexit ran" in warm.stdout
 
@@ -96,13 +97,22 @@ def test_env_mismatch_names_only_variables_read_at_import(changes, expected):
     assert env_mismatch({**base, **changes}, base) == expected
 
 
-def test_a_refused_command_runs_cold(script, command_env, tmp_path, monkeypatch):
+def test_other_import_time_variables_get_a_launcher_of_their_own(script, command_env, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _WARM.run([str(script), "ok"], command_env, tmp_path, tmp_path / "a")
+    starts = _WARM.starts
     env = {**command_env, "WARM_TEST_VAR": "import-time?"}  # unknown to the launcher: may be read at import
-    (tmp_path / "scratch").mkdir()
-    assert _WARM.run([str(script), "ok"], env, tmp_path, tmp_path / "scratch") is None
+    proc = _WARM.run([str(script), "ok"], env, tmp_path, tmp_path / "b")
+    assert proc is not None and "var import-time?" in proc.stdout
+    assert _WARM.starts == starts + 1
+
+
+def test_a_refused_command_runs_cold(script, command_env, tmp_path, monkeypatch):
     monkeypatch.setattr(WarmLauncher, "runs_warm", staticmethod(lambda cmd: True))
-    proc = run_command([script, "code"], env, tmp_path, ok=False)
-    assert proc.returncode == 3 and "var import-time?" in proc.stdout
+    monkeypatch.setattr(_WARM, "run", lambda *args: None)  # what a refusal (a thread in the launcher) returns
+    proc = run_command([script, "code"], command_env, tmp_path, ok=False)
+    assert proc.returncode == 3 and not proc.warm and f"cwd {tmp_path}" in proc.stdout
 
 
 def test_only_console_scripts_of_this_environment_run_warm(script):
