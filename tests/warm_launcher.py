@@ -9,12 +9,15 @@ What stays the same as typing the command: the child is a new process, with the 
 file itself as ``__main__`` (``runpy.run_path``), so argparse, ``sys.exit``, uncaught exceptions (traceback, exit 1),
 atexit handlers and spawned multiprocessing workers behave as under ``python <script>``.
 
-What differs, and how it is kept safe: modules are imported once, under the launcher's environment. A command runs
-warm only when every environment variable it sets equal to the launcher's, except the ones nnU-Net and nnunet-ext
-read when they run rather than when they are imported (:data:`READ_AT_RUN_TIME`); otherwise it runs as a plain
-subprocess. The launcher only imports, it never computes, so no OpenMP pool exists when it forks (forking after
-parallel work can deadlock the child); the idle BLAS threads NumPy/SciPy start at import re-initialise in the child
-(OpenBLAS's fork handlers), as in every ``multiprocessing`` fork. It refuses to fork while a Python thread runs.
+What differs, and how it is kept safe: modules are imported once, under the launcher's environment. The launcher
+forks only for a command whose environment equals its own, except in the variables nnU-Net and nnunet-ext read when
+they run rather than at import (:data:`READ_AT_RUN_TIME`); it refuses any other, and the client (``tests/conftest``)
+then starts a launcher with that command's environment. Variables the imports themselves set (MONAI sets
+``CUBLAS_WORKSPACE_CONFIG``) reach the child where the command lacks them, as a cold start would set them.
+The launcher only imports, it never computes, so no OpenMP pool exists when it forks (forking after parallel work can
+deadlock the child); the idle BLAS threads NumPy/SciPy start at import re-initialise in the child (OpenBLAS's fork
+handlers), as in every ``multiprocessing`` fork. It refuses to fork while a Python thread runs; a refused command
+runs as a plain subprocess.
 
 Protocol (one command at a time): the parent writes one JSON line ``{"argv", "env", "cwd", "stdout", "stderr"}`` to
 the launcher's stdin; the launcher answers one JSON line ``{"returncode": int}`` on its stdout (or
@@ -31,8 +34,8 @@ import threading
 
 # variables read when a command runs (nnunetv2.paths resolves its folders lazily since 2.8; nnU-Net reads the
 # others inside functions; nnunet-ext reads its nnUNet_ext_* settings in trainer/CLI code, never at import), and
-# pytest's per-test PYTEST_CURRENT_TEST, which nothing reads. nnUNet_def_n_proc is NOT among them: nnunetv2.configuration
-# reads it at import.
+# pytest's per-test PYTEST_CURRENT_TEST, which nothing reads. nnUNet_def_n_proc is NOT among them:
+# nnunetv2.configuration reads it at import.
 READ_AT_RUN_TIME = re.compile(r"^(nnUNet_raw|nnUNet_preprocessed|nnUNet_results|nnUNet_extTrainer|nnUNet_compile"
                               r"|nnUNet_n_proc_DA|nnUNet_ext_\w+|PYTEST_CURRENT_TEST)$")
 PRELOAD = ("torch", "torch._dynamo", "nnunetv2.run.run_training", "nnunetv2.inference.predict_from_raw_data",
