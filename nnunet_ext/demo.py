@@ -45,8 +45,24 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
     dkm: breast_dce DCE dataset -> ``DKMDiffusionTrainer_small`` (fold all); its pre-contrast-only copy ->
     ``DKMTrainer_small`` (fold 0); prediction from pre-contrast images only; post-contrast synthesis PSNR/SSIM.
     """
+    from nnunet_ext.env import environ_set, environment
+    from nnunet_ext.training.demo import DemoTrainer
+
+    env = environment(workspace, keep_existing=False, cpu=device == "cpu")
+    env["nnUNet_ext_seed"] = str(seed)
+    if method == "dkm":  # the DKM trainers keep nnU-Net's 250 iterations per epoch; the demo's are shorter
+        env.update(nnUNet_ext_iters=str(DKM_ITERATIONS), nnUNet_ext_val_iters=str(DemoTrainer.val_iterations_default))
+    if epochs:
+        env["nnUNet_ext_epochs"] = str(epochs)
+    # the in-process steps (synthesis, planning, evaluation) read nnU-Net's folders from os.environ; the caller's
+    # environment is restored afterwards (a test or notebook running the demo keeps its own)
+    with environ_set(env):
+        return _run_steps(workspace, method, cases, test_cases, seed, epochs, shape, device, env, dict(os.environ))
+
+
+def _run_steps(workspace: Path, method: str, cases: int, test_cases: int, seed: int, epochs: int | None,
+               shape: tuple[int, ...] | None, device: str, env: dict, run_env: dict) -> dict:
     from nnunet_ext import pipeline
-    from nnunet_ext.env import environment
     from nnunet_ext.metrics.evaluate import evaluate_folders
     from nnunet_ext.planning.cli import plan_and_preprocess
     from nnunet_ext.report import write_report
@@ -54,15 +70,7 @@ def run_demo(workspace: Path, method: str, cases: int, test_cases: int, seed: in
     from nnunet_ext.training.demo import DemoTrainer
 
     timings: dict[str, float] = {}
-    env = environment(workspace, keep_existing=False, cpu=device == "cpu")
-    env["nnUNet_ext_seed"] = str(seed)
     configuration = CONFIGURATIONS[method]
-    if method == "dkm":  # the DKM trainers keep nnU-Net's 250 iterations per epoch; the demo's are shorter
-        env.update(nnUNet_ext_iters=str(DKM_ITERATIONS), nnUNet_ext_val_iters=str(DemoTrainer.val_iterations_default))
-    if epochs:
-        env["nnUNet_ext_epochs"] = str(epochs)
-    os.environ.update(env)
-    run_env = dict(os.environ)
     logs = workspace / "logs"
     dkm = method == "dkm"
     seg_id = DKM_PRE_ONLY_ID if dkm else DEMO_DATASET_ID

@@ -15,9 +15,11 @@ defaults stay in force. They are the measured fast ones on a small CPU machine (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 from pathlib import Path
+from typing import Iterator, Mapping, Optional
 
 from nnunet_ext.errors import UserInputError
 
@@ -75,6 +77,27 @@ def environment(workspace: str | os.PathLike | None = None, keep_existing: bool 
         for var, value in FAST_CPU_SETTINGS.items():
             env[var] = os.environ[var] if keep_existing and os.environ.get(var) else value
     return env
+
+
+@contextlib.contextmanager
+def environ_set(values: Mapping[str, Optional[str]]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block (``None`` unsets a variable); afterwards every named variable is
+    as it was, also when the block raises. In-process nnU-Net and ITK calls read their settings from ``os.environ``,
+    and a caller's process (a test, a notebook) must not keep ours."""
+    previous = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -49,7 +50,10 @@ def test_tiny_demo_runs_and_replaces_only_its_own_workspace(tmp_path, monkeypatc
     monkeypatch.setenv("nnUNet_ext_iters", "2")  # the demo passes the schedule overrides on to nnUNetv2_train
     monkeypatch.setenv("nnUNet_ext_val_iters", "1")
     workspace = tmp_path / "demo"
+    nnunet_settings = {name: value for name, value in os.environ.items() if name.startswith("nnUNet")}
     assert main(["demo", "--workspace", str(workspace), *TINY]) == 0
+    # the demo's folders and settings were in force for its in-process steps only
+    assert {name: value for name, value in os.environ.items() if name.startswith("nnUNet")} == nnunet_settings
     report = workspace / "report"
     assert (workspace / MARKER).is_file() and (report / "README.md").is_file()
     assert (report / "training_curve.png").is_file() and (report / "test_0000.png").is_file()

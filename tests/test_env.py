@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -5,7 +6,23 @@ import sys
 import pytest
 
 from nnunet_ext import env as env_module
-from nnunet_ext.env import FAST_CPU_SETTINGS, environment, trainers_folder
+from nnunet_ext.env import FAST_CPU_SETTINGS, environ_set, environment, trainers_folder
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["returns", "raises"])
+def test_environ_set_restores_every_named_variable(monkeypatch, fails):
+    monkeypatch.setenv("NNX_KEPT", "before")
+    monkeypatch.setenv("NNX_UNSET", "before")
+    monkeypatch.delenv("NNX_NEW", raising=False)
+    untouched = {k: v for k, v in os.environ.items() if not k.startswith("NNX_")}
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        with environ_set({"NNX_KEPT": "inside", "NNX_UNSET": None, "NNX_NEW": "inside"}):
+            assert (os.environ["NNX_KEPT"], os.environ.get("NNX_UNSET"), os.environ["NNX_NEW"]) == (
+                "inside", None, "inside")
+            if fails:
+                raise RuntimeError("block failed")
+    assert (os.environ["NNX_KEPT"], os.environ["NNX_UNSET"], os.environ.get("NNX_NEW")) == ("before", "before", None)
+    assert {k: v for k, v in os.environ.items() if not k.startswith("NNX_")} == untouched
 
 
 def test_environment_points_at_trainers_and_workspace(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from nnunet_ext.env import environ_set
 from nnunet_ext.errors import UserInputError
 
 
@@ -201,12 +202,11 @@ def plan_and_preprocess(dataset_ids: list[int], planner: str = "ExperimentPlanne
     names = [_dataset_folder_name(d, raw) for d in dataset_ids]
     planner_class = find_planner_class(planner)
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA); 0 (deterministic training setting) crashes it.
-    if os.environ.get("nnUNet_n_proc_DA") == "0":
-        os.environ["nnUNet_n_proc_DA"] = "1"
+    workers = {"nnUNet_n_proc_DA": "1"} if os.environ.get("nnUNet_n_proc_DA") == "0" else {}
 
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints,
                                                                        plan_experiment_dataset, preprocess)
-    with _undo_on_failure(preprocessed, names):
+    with environ_set(workers), _undo_on_failure(preprocessed, names):
         if verify_dataset_integrity:
             for name in names:
                 _verify_raw_dataset(raw, name, num_processes_fingerprint)

@@ -30,6 +30,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch import nn
 
+from nnunet_ext.env import environ_set
+
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
@@ -206,13 +208,6 @@ class ExtTrainerBase(nnUNetTrainer):
         if not self.deterministic:
             return super().get_dataloaders()
         # in-process augmentation: background workers draw their own random seeds
-        previous = os.environ.get("nnUNet_n_proc_DA")
-        os.environ["nnUNet_n_proc_DA"] = "0"
-        try:
+        with environ_set({"nnUNet_n_proc_DA": "0"}):
             seed_everything(self.seed)
             return super().get_dataloaders()
-        finally:
-            if previous is None:
-                os.environ.pop("nnUNet_n_proc_DA")
-            else:
-                os.environ["nnUNet_n_proc_DA"] = previous

@@ -124,6 +124,22 @@ def test_a_successful_run_keeps_its_output_and_drops_the_backup(roots, monkeypat
     assert (folder / "nnUNetPlansCPU_2d").is_dir()
 
 
+def test_deterministic_worker_setting_is_lifted_for_the_planner_only(roots, monkeypatch):
+    """nnUNet_n_proc_DA=0 (in-process augmentation) would crash nnU-Net's planner (torch.set_num_threads(0)): the
+    nnU-Net steps see 1, the caller keeps its 0."""
+    import nnunetv2.experiment_planning.plan_and_preprocess_api as api
+
+    raw, preprocessed = roots
+    _fake_nnunet(monkeypatch, preprocessed, None)
+    seen = []
+    fake_extract = api.extract_fingerprints
+    monkeypatch.setattr(api, "extract_fingerprints",
+                        lambda *a, **k: seen.append(os.environ["nnUNet_n_proc_DA"]) or fake_extract(*a, **k))
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    planning.plan_and_preprocess([5], "CPUPlanner", ("3d_fullres",))
+    assert seen == ["1"] and os.environ["nnUNet_n_proc_DA"] == "0"
+
+
 def test_snapshot_links_configuration_data_and_copies_files_rewritten_in_place(roots):
     raw, preprocessed = roots
     _existing_preprocessed(preprocessed)

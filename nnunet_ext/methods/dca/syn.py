@@ -40,15 +40,15 @@ antspyx is imported lazily; without it :func:`syn_register` raises a one-line Us
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import tempfile
 import time
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from nnunet_ext.env import environ_set
 from nnunet_ext.errors import UserInputError
 
 TRANSFORM = "SyNOnly"
@@ -142,20 +142,6 @@ class SyNResult(NamedTuple):
     settings: dict  # the ants.registration arguments used, threads included
 
 
-@contextlib.contextmanager
-def _itk_threads(threads: int) -> Iterator[None]:
-    """Set ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` for the duration, restore it afterwards."""
-    previous = os.environ.get(THREADS_VARIABLE)
-    os.environ[THREADS_VARIABLE] = str(int(threads))
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(THREADS_VARIABLE, None)
-        else:
-            os.environ[THREADS_VARIABLE] = previous
-
-
 def _to_ants(ants, array: np.ndarray, spacing: Sequence[float]):
     """Our ``(z, y, x)`` / ``(y, x)`` array -> an ANTs image: index order reversed, spacing ``(s_x, s_y[, s_z])``,
     origin 0, identity direction."""
@@ -208,7 +194,8 @@ def syn_register(fixed: np.ndarray, moving: np.ndarray, spacing: Sequence[float]
     from nnunet_ext.methods.dca.register import minmax_normalise
 
     fixed_image = _to_ants(ants, minmax_normalise(fixed), spacing)
-    with tempfile.TemporaryDirectory(prefix="nnunet_ext_syn_") as folder, _itk_threads(settings.threads):
+    threads = {THREADS_VARIABLE: str(int(settings.threads))}
+    with tempfile.TemporaryDirectory(prefix="nnunet_ext_syn_") as folder, environ_set(threads):
         start = time.perf_counter()
         result = ants.registration(fixed_image, _to_ants(ants, minmax_normalise(moving), spacing),
                                    outprefix=os.path.join(folder, "syn_"), **settings.arguments())
