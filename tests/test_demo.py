@@ -49,6 +49,7 @@ def test_tiny_demo_runs_and_replaces_only_its_own_workspace(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("nnUNet_ext_iters", "2")  # the demo passes the schedule overrides on to nnUNetv2_train
     monkeypatch.setenv("nnUNet_ext_val_iters", "1")
+    monkeypatch.setenv("nnUNet_ext_skip_final_validation", "1")  # the demo's report reads the test predictions only
     workspace = tmp_path / "demo"
     nnunet_settings = {name: value for name, value in os.environ.items() if name.startswith("nnUNet")}
     assert main(["demo", "--workspace", str(workspace), *TINY]) == 0

@@ -106,8 +106,9 @@ def test_nnunet_commands_with_our_trainer_and_planner(fresh_env):
     _run([nnunet_ext, "plan_and_preprocess", "-d", "901", "-pl", "CPUPlanner", "-c", "2d"], fresh_env["cwd"], env)
     # nnUNetv2_train's entry point, run by the fresh interpreter (its console script lives in the project venv)
     train = "import sys; from nnunetv2.run.run_training import run_training_entry; sys.exit(run_training_entry())"
+    # the checkpoint is what is checked; nnU-Net's final validation (spawned export workers, ~15 s) is skipped
     _run([fresh_env["python"], "-c", train, "901", "2d", "0", "-tr", "TinyTrainer", "-p", "nnUNetPlansCPU",
-          "-device", "cpu"], fresh_env["cwd"], env)
+          "-device", "cpu"], fresh_env["cwd"], {**env, "nnUNet_ext_skip_final_validation": "1"})
     results = Path(env["nnUNet_results"])
     (checkpoint,) = results.glob("Dataset901_*/TinyTrainer__nnUNetPlansCPU__2d/fold_0/checkpoint_final.pth")
     import torch
