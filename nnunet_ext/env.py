@@ -86,18 +86,18 @@ def environ_set(values: Mapping[str, Optional[str]]) -> Iterator[None]:
     and a caller's process (a test, a notebook) must not keep ours."""
     previous = {name: os.environ.get(name) for name in values}
     try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _assign(values)
         yield
     finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _assign(previous)
+
+
+def _assign(values: Mapping[str, Optional[str]]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
